@@ -1,0 +1,98 @@
+# Config validation and the helpers every rule file shares. No rule lives here.
+import json
+import os
+from pathlib import PurePosixPath
+from urllib.parse import urlparse
+
+from snakemake.utils import validate
+
+validate(config, "../workflow/schemas/config.schema.yaml")
+
+CORPORA = {c["name"]: c for c in config["corpora"]}
+if len(CORPORA) != len(config["corpora"]):
+    raise ValueError("config: corpora names must be unique")
+
+SCRIPTS = "../workflow/scripts"
+DATA = "data"
+RESULTS = "results"
+CHECKPOINTS = f"checkpoints/{config['run_name']}"
+N_SHARDS = config["presplit"]["shards"]
+SHARDS = [f"{i:05d}" for i in range(N_SHARDS)]
+SPLITS = ["train", "valid", "test"]
+
+
+def source_name(source):
+    """The file name a source is stored under: the last path component of its URL."""
+    path = urlparse(source["url"]).path if "://" in source["url"] else source["url"]
+    name = PurePosixPath(path).name
+    if not name or name in (".", ".."):
+        raise ValueError(f"config: cannot take a file name from url {source['url']!r}")
+    return name
+
+
+def _register_downloads():
+    """Map every downloaded file (path under data/downloads/) to its source entry."""
+    table = {}
+    for corpus in config["corpora"]:
+        for source in corpus["sources"]:
+            table[f"{corpus['name']}/{source_name(source)}"] = source
+    tok = config["tokenizer"]
+    if tok["kind"] == "gpt2":
+        for key in ("encoder", "vocab"):
+            if key not in tok:
+                raise ValueError(f"config: tokenizer.kind gpt2 needs tokenizer.{key}.url")
+            table[f"tokenizer/{source_name(tok[key])}"] = tok[key]
+    for key in ("wiki103", "lambada"):
+        source = config["eval"][key].get("source")
+        if source is not None:
+            table[f"eval/{key}/{source_name(source)}"] = source
+    return table
+
+
+DOWNLOADS = _register_downloads()
+
+
+def downloaded(key):
+    return f"{DATA}/downloads/{key}"
+
+
+def corpus_parts(corpus_name):
+    """Part ids of one corpus: the file names of its sources (each flows through the DAG in parallel)."""
+    return [source_name(s) for s in CORPORA[corpus_name]["sources"]]
+
+
+def eval_file(key):
+    """Local path of the downloaded eval file for `wiki103` or `lambada`, or None if not configured."""
+    source = config["eval"][key].get("source")
+    return downloaded(f"eval/{key}/{source_name(source)}") if source else None
+
+
+def decontamination_titles():
+    """The title list presplit removes from training corpora, when WikiText-103 eval is configured."""
+    wiki = config["eval"]["wiki103"]
+    if wiki.get("source") and wiki["decontaminate"]:
+        return [f"{DATA}/eval/wiki103_titles.txt"]
+    return []
+
+
+def tokenizer_json():
+    return f"{RESULTS}/tokenizer/tokenizer.json"
+
+
+def manifest():
+    return f"{RESULTS}/data/manifest.json"
+
+
+def all_targets():
+    targets = [
+        manifest(),
+        f"{RESULTS}/train/done.json",
+        f"{RESULTS}/loss_curve.png",
+        f"{RESULTS}/model/config.json",
+        f"{RESULTS}/samples.jsonl",
+    ]
+    if config["eval"]["wiki103"].get("source"):
+        targets.append(f"{RESULTS}/ppl_wiki103.txt")
+    if config["eval"]["lambada"].get("source") and config["eval"]["lambada"]["enabled"]:
+        targets.append(f"{RESULTS}/lambada.json")
+    return targets

@@ -1,0 +1,1 @@
+# rule(s) for the download stage: see README "Stages".

@@ -1,0 +1,1 @@
+# rule(s) for the evaluate stage: see README "Stages".

@@ -1,0 +1,1 @@
+# rule(s) for the extract stage: see README "Stages".

@@ -1,0 +1,1 @@
+# rule(s) for the generate stage: see README "Stages".

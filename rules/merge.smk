@@ -1,0 +1,1 @@
+# rule(s) for the merge stage: see README "Stages".

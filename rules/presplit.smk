@@ -1,0 +1,1 @@
+# rule(s) for the presplit stage: see README "Stages".

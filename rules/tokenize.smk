@@ -1,0 +1,1 @@
+# rule(s) for the tokenize stage: see README "Stages".

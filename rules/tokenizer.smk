@@ -1,0 +1,1 @@
+# rule(s) for the tokenizer stage: see README "Stages".

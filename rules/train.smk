@@ -1,0 +1,1 @@
+# rule(s) for the train stage: see README "Stages".

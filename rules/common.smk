@@ -1,12 +1,38 @@
 # Config validation and the helpers every rule file shares. No rule lives here.
 import json
 import os
+import sys
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
+import yaml
+from jsonschema import Draft202012Validator
 from snakemake.utils import validate
 
-validate(config, "../workflow/schemas/config.schema.yaml")
+CONFIG_SCHEMA = "../workflow/schemas/config.schema.yaml"
+
+
+def check_config(cfg, schema_path):
+    """Fail before any job runs, in one line that names the offending key (jsonschema's own report is a page)."""
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    errors = sorted(Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    err = errors[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    where = where or "<top level>"
+    if err.validator == "additionalProperties":
+        unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        message = f"unknown key {', '.join(map(repr, unknown))} in {where}"
+    else:
+        message = f"{where}: {err.message}"
+    print(f"error: config: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+check_config(config, workflow.source_path(CONFIG_SCHEMA))
+validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 CORPORA = {c["name"]: c for c in config["corpora"]}
 if len(CORPORA) != len(config["corpora"]):

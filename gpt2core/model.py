@@ -32,6 +32,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     layer_norm_eps: float = 1e-5
+    vocab_multiple: int = 128  # the multiple padded_vocab_size was computed with (recorded, not re-applied)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -42,7 +43,8 @@ class GPTConfig:
     @classmethod
     def padded(cls, vocab_size: int, multiple: int = 128, tp: int = 1, **kw: object) -> GPTConfig:
         """A config whose padded vocabulary follows the SPEC rule for (vocab_size, multiple, tp)."""
-        return cls(vocab_size=vocab_size, padded_vocab_size=padded_vocab_size(vocab_size, multiple, tp), **kw)
+        return cls(vocab_size=vocab_size, padded_vocab_size=padded_vocab_size(vocab_size, multiple, tp),
+                   vocab_multiple=multiple, **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)

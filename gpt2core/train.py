@@ -1,0 +1,371 @@
+"""`python -m gpt2core.train`: the GPT-2 trainer `rule train` launches through torchrun.
+
+Why it is cut this way: each piece a tensor/data-parallel run must replace is its own function or module
+(build_model, training.distributed.apply_parallelism, forward_backward, training.grads, the fp16 overflow
+decision in training.loss_scale, training.checkpoint), so gpt2core.parallel plugs in without a rewrite.
+
+Resume rules (checkpoints/<run>/ is not a Snakemake output, so it survives a killed job):
+- a step checkpoint and no `finished.json`: the last run was killed; resume from the newest checkpoint;
+- `finished.json` present: the last run completed and Snakemake asks for a new one (--forcerun, changed
+  params): start from step 0, removing the old run's checkpoints.
+Everything the next step needs is in the checkpoint or a pure function of the step (data order, LR), so a
+resumed CPU fp32 run ends with bitwise the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from gpt2core.errors import WikiGPTError, run_cli
+from gpt2core.fsutil import atomic_path, write_text_atomic
+from gpt2core.loader import Batch, BatchSource, Blend, WindowDataset, load_manifest, split_stream
+from gpt2core.model import GPT, GPTConfig, lm_loss
+from gpt2core.training import checkpoint as ckpt
+from gpt2core.training.distributed import (
+    DistEnv,
+    any_rank,
+    apply_parallelism,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from gpt2core.training.flops import flops_per_token, peak_flops
+from gpt2core.training.grads import global_grad_norm, unscale_and_clip_
+from gpt2core.training.loss_scale import DynamicLossScaler
+from gpt2core.training.metrics import MetricsLog
+from gpt2core.training.optimizer import build_optimizer
+from gpt2core.training.schedule import lr_at
+
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class RunPaths:
+    manifest: Path
+    checkpoints: Path
+    done: Path
+    metrics: Path
+
+
+@dataclass
+class State:
+    """What advances every iteration; `lr_step` only on steps the optimizer actually took."""
+
+    iteration: int = 0
+    lr_step: int = 0
+    tokens: int = 0
+    skipped: int = 0
+    wall_time: float = 0.0
+    last_loss: float | None = None
+    last_valid: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:
+    """GPTConfig from config['model'] and the tokenizer; the padded vocabulary from gpt2core.vocab."""
+    if model_cfg["seq_len"] > model_cfg["n_positions"]:
+        raise WikiGPTError(f"config: model.seq_len {model_cfg['seq_len']} exceeds model.n_positions "
+                           f"{model_cfg['n_positions']}")
+    if model_cfg["n_embd"] % model_cfg["n_head"]:
+        raise WikiGPTError(f"config: model.n_embd {model_cfg['n_embd']} is not divisible by model.n_head "
+                           f"{model_cfg['n_head']}")
+    return GPTConfig.padded(vocab_size, model_cfg["vocab_multiple"], tp, n_positions=model_cfg["n_positions"],
+                            n_layer=model_cfg["n_layer"], n_head=model_cfg["n_head"], n_embd=model_cfg["n_embd"],
+                            dropout=model_cfg["dropout"])
+
+
+def build_model(cfg: GPTConfig, train_cfg: dict, seed: int) -> GPT:
+    """Initialise on CPU from `seed` (same weights on every device), activation checkpointing per flag."""
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    model.activation_checkpointing = bool(train_cfg["activation_checkpointing"])
+    return model
+
+
+def autocast_ctx(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """fp16/bf16 run as autocast over fp32 master weights; fp32 runs plain."""
+    if precision in _AUTOCAST:
+        return torch.autocast(device_type=device.type, dtype=_AUTOCAST[precision])
+    return contextlib.nullcontext()
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    nb = device.type == "cuda"
+    return Batch(batch.x.to(device, non_blocking=nb), batch.y.to(device, non_blocking=nb),
+                 batch.mask.to(device, non_blocking=nb))
+
+
+def forward_backward(model: torch.nn.Module, batches: list[Batch], loss_scale: float, precision: str,
+                     device: torch.device) -> torch.Tensor:
+    """Gradient accumulation over micro-batches; returns the mean loss (detached, unscaled)."""
+    total = torch.zeros((), device=device)
+    for batch in batches:
+        with autocast_ctx(precision, device):
+            logits = model(batch.x)
+        loss = lm_loss(logits, batch.y, batch.mask) / len(batches)
+        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+        total += loss.detach()
+    return total
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, source: BatchSource, iters: int, precision: str,
+             device: torch.device) -> float:
+    """Mean valid loss over the first `iters` fixed valid batches."""
+    model.eval()
+    losses = []
+    for i in range(iters):
+        batch = to_device(source.get(i), device)
+        with autocast_ctx(precision, device):
+            logits = model(batch.x)
+        losses.append(lm_loss(logits, batch.y, batch.mask).item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """One training run: model, optimizer, data, loss scaler and the step loop, all from the config."""
+
+    def __init__(self, model_cfg: dict, train_cfg: dict, data_seed: int, paths: RunPaths,
+                 env: DistEnv | None = None) -> None:
+        self.train_cfg, self.paths = train_cfg, paths
+        self.env = env or init_distributed(train_cfg["device"])
+        self.device = self.env.device
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal grads from a peaked softmax made CPU steps ~6x slower
+        self.precision = train_cfg["precision"]
+        if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise WikiGPTError("config: train.precision bf16 is not supported by this GPU; use fp16")
+        self.manifest = load_manifest(paths.manifest)
+        tok = self.manifest["tokenizer"]
+        self.cfg = model_config(model_cfg, int(tok["vocab_size"]), tp=int(train_cfg.get("tp", 1)))
+        self.seq_len = int(model_cfg["seq_len"])
+        self.data_seed = data_seed
+        self.meta_base = {"model_config": self.cfg.to_dict(), "train_config": train_cfg,
+                          "seq_len": self.seq_len, "data_seed": data_seed, "tokenizer_sha256": tok["sha256"],
+                          "padded_vocab_size": self.cfg.padded_vocab_size, "tp": 1}
+        self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
+        self.model = apply_parallelism(self.raw_model, self.env, train_cfg)
+        self.optimizer = build_optimizer(self.raw_model, train_cfg["lr"], train_cfg["weight_decay"],
+                                         (train_cfg["beta1"], train_cfg["beta2"]), train_cfg["eps"],
+                                         self.device.type)
+        self.scaler = DynamicLossScaler(train_cfg["init_loss_scale"], train_cfg["loss_scale_window"],
+                                        train_cfg["max_skipped_steps"], enabled=self.precision == "fp16")
+        if train_cfg["compile"]:
+            self.model = torch.compile(self.model)
+        self.train_source, self.valid_source = self._data(train_cfg)
+        self.tokens_per_iter = (train_cfg["micro_batch"] * train_cfg["grad_accum"] * self.seq_len
+                                * self.env.world_size)
+        self.flops_per_iter = flops_per_token(self.cfg, self.seq_len) * self.tokens_per_iter
+        self.peak = peak_flops(self.device, self.precision)
+        self.state = State()
+
+    def _data(self, tc: dict) -> tuple[BatchSource, BatchSource | None]:
+        eod = int(self.manifest["tokenizer"]["eod_id"])
+        train = WindowDataset(split_stream(self.manifest, "train", self.paths.manifest), self.seq_len,
+                              self.data_seed)
+        source = BatchSource(Blend([train], [1.0]), tc["micro_batch"], tc["grad_accum"], self.env.world_size,
+                             eod, tc["mask_eod_loss"])
+        try:
+            valid = WindowDataset(split_stream(self.manifest, "valid", self.paths.manifest), self.seq_len,
+                                  self.data_seed + 1)
+        except WikiGPTError as exc:
+            self.log(f"warning: no valid loss ({exc})")
+            return source, None
+        return source, BatchSource(Blend([valid], [1.0]), tc["micro_batch"], 1, 1, eod, tc["mask_eod_loss"])
+
+    def log(self, message: str) -> None:
+        if self.env.is_main:
+            tqdm.write(message, file=sys.stderr)
+
+    # ---- start: fresh or resume -------------------------------------------------------------------
+    def start(self) -> int:
+        """Decide fresh vs resume (see the module docstring); return the iteration to start from."""
+        root = self.paths.checkpoints
+        finished = root / ckpt.FINISHED
+        latest = ckpt.latest_checkpoint(root)
+        if finished.exists() or latest is None:
+            if self.env.is_main and root.exists():
+                if finished.exists():
+                    self.log(f"previous run in {root} had finished: training again from step 0")
+                for old in ckpt.list_checkpoints(root):
+                    shutil.rmtree(old)
+                finished.unlink(missing_ok=True)
+            barrier()
+            self.metrics = MetricsLog(root / "metrics.jsonl") if self.env.is_main else None
+            return 0
+        meta = ckpt.load_checkpoint(latest, self.raw_model, self.optimizer, self.cfg.to_dict())
+        if meta.get("tokenizer_sha256") != self.meta_base["tokenizer_sha256"]:
+            raise WikiGPTError(f"{latest}: made with another tokenizer than {self.paths.manifest} names; "
+                               f"remove {root} to train from scratch")
+        changed = sorted(k for k, v in self.train_cfg.items() if meta["train_config"].get(k) != v)
+        if changed:
+            self.log(f"warning: train config changed since {latest.name}: {', '.join(changed)}")
+        self.scaler.load_state_dict(meta["scaler"])
+        s = meta["state"]
+        self.state = State(s["iteration"], s["lr_step"], s["tokens"], s["skipped"], s["wall_time"],
+                           s["last_loss"], s["last_valid"])
+        self.log(f"resuming from {latest} (iteration {self.state.iteration})")
+        self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
+        return self.state.iteration
+
+    # ---- one iteration ----------------------------------------------------------------------------
+    def step(self) -> dict:
+        """Run iteration `state.iteration` and return its metrics line."""
+        tc, st = self.train_cfg, self.state
+        t0 = time.perf_counter()
+        lr = lr_at(st.lr_step, lr=tc["lr"], min_lr=tc["min_lr"], iters=tc["iters"], warmup=tc["warmup"],
+                   decay=tc["decay"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [to_device(self.train_source.get(st.iteration, m, self.env.rank), self.device)
+                   for m in range(tc["grad_accum"])]
+        scale = self.scaler.scale
+        loss = forward_backward(self.model, batches, scale, self.precision, self.device)
+        params = [p for p in self.raw_model.parameters() if p.grad is not None]
+        norm = global_grad_norm(params) / scale
+        found_inf = not bool(torch.isfinite(norm))
+        loss_value = float(loss)
+        if self.precision == "fp16":
+            skip = self.scaler.update(any_rank(found_inf, self.device), st.iteration + 1)
+        else:
+            if not math.isfinite(loss_value) or found_inf:
+                last = ckpt.latest_checkpoint(self.paths.checkpoints)
+                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                raise WikiGPTError(f"non-finite {what} at iteration {st.iteration + 1} ({self.precision}); "
+                                   f"last good checkpoint: {last or 'none'}")
+            skip = False
+        if not skip:
+            unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
+            self.optimizer.step()
+            st.lr_step += 1
+        else:
+            st.skipped += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        st.iteration += 1
+        st.tokens += self.tokens_per_iter
+        st.wall_time += dt
+        st.last_loss = loss_value
+        tps = self.tokens_per_iter / dt
+        return {"step": st.iteration, "tokens": st.tokens, "loss": loss_value, "lr": lr,
+                "grad_norm": float(norm), "loss_scale": scale, "skipped": skip, "tokens_per_s": round(tps, 1),
+                "mfu": round(self.flops_per_iter / dt / self.peak, 4) if self.peak else None,
+                "mem_mb": round(memory_mb(self.device), 1), "step_time_s": round(dt, 4)}
+
+    def save(self) -> Path | None:
+        st = self.state
+        meta = {**self.meta_base, "scaler": self.scaler.state_dict(),
+                "state": {"iteration": st.iteration, "lr_step": st.lr_step, "tokens": st.tokens,
+                          "skipped": st.skipped, "wall_time": st.wall_time, "last_loss": st.last_loss,
+                          "last_valid": st.last_valid}}
+        path = None
+        if self.env.is_main:
+            path = ckpt.save_checkpoint(self.paths.checkpoints, st.iteration, self.raw_model, self.optimizer,
+                                        meta, self.train_cfg["keep_last"])
+        barrier()
+        return path
+
+    def run(self) -> dict:
+        """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json."""
+        tc = self.train_cfg
+        start = self.start()
+        self.model.train()
+        bar = tqdm(total=tc["iters"], initial=start, desc="train", unit="it", file=sys.stderr,
+                   mininterval=2.0, disable=not self.env.is_main, dynamic_ncols=False, ncols=100)
+        last_saved = start if start else None
+        while self.state.iteration < tc["iters"]:
+            record = self.step()
+            it = self.state.iteration
+            if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
+                self.state.last_valid = evaluate(self.model, self.valid_source, tc["eval_iters"],
+                                                 self.precision, self.device)
+                record["valid_loss"] = self.state.last_valid
+            if self.metrics is not None:
+                self.metrics.write(record)
+            bar.update(1)
+            if it % tc["log_interval"] == 0:
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                                tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+            if it % tc["save_interval"] == 0 or it == tc["iters"]:
+                self.save()
+                last_saved = it
+        bar.close()
+        if last_saved != self.state.iteration:
+            self.save()
+        return self.finish()
+
+    def finish(self) -> dict:
+        st = self.state
+        final = ckpt.step_dir(self.paths.checkpoints, st.iteration)
+        summary = {"iterations": st.iteration, "tokens": st.tokens, "final_train_loss": st.last_loss,
+                   "final_valid_loss": st.last_valid, "skipped_steps": st.skipped,
+                   "wall_time_s": round(st.wall_time, 3), "checkpoint": str(final)}
+        if self.env.is_main:
+            self.metrics.close()
+            with atomic_path(self.paths.metrics) as tmp:
+                shutil.copyfile(self.paths.checkpoints / "metrics.jsonl", tmp)
+            write_text_atomic(self.paths.checkpoints / ckpt.FINISHED, json.dumps(summary) + "\n")
+            write_text_atomic(self.paths.done, json.dumps(summary, indent=2) + "\n")
+        barrier()
+        return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gpt2core.train", description=__doc__.split("\n")[0])
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, help="config['model'] as JSON (all keys, defaults filled)")
+    p.add_argument("--train", required=True, help="config['train'] as JSON (all keys, defaults filled)")
+    p.add_argument("--data-seed", type=int, default=1234)
+    p.add_argument("--checkpoints", required=True, type=Path, help="checkpoints/<run_name>")
+    p.add_argument("--done", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    return p.parse_args(argv)
+
+
+def _json_arg(text: str, name: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WikiGPTError(f"--{name}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise WikiGPTError(f"--{name}: expected a JSON object")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+
+    def run() -> None:
+        paths = RunPaths(args.manifest, args.checkpoints, args.done, args.metrics)
+        trainer = Trainer(_json_arg(args.model, "model"), _json_arg(args.train, "train"), args.data_seed, paths)
+        try:
+            trainer.run()
+        finally:
+            shutdown()
+
+    run_cli(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Where the trainer meets torchrun: process-group setup, the device, and the hooks a parallel run
+replaces (apply_parallelism, the cross-rank reductions). Single process today: the hooks are no-ops, and
+torch.distributed is initialised only when torchrun launched more than one rank (gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(requested: str, local_rank: int) -> torch.device:
+    """`auto` takes CUDA when present; `cuda` without a GPU is an error the user can fix."""
+    from gpt2core.errors import WikiGPTError
+
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise WikiGPTError("train.device is 'cuda' but no CUDA device is visible")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(requested_device: str) -> DistEnv:
+    """Read torchrun's environment; join a process group only when WORLD_SIZE > 1."""
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    device = pick_device(requested_device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistEnv(rank, local_rank, world, device)
+
+
+def apply_parallelism(model: nn.Module, env: DistEnv, train_cfg: dict) -> nn.Module:
+    """Hook for tensor/data parallelism (gpt2core.parallel); single process: the model unchanged."""
+    return model
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over all ranks (identity in a single process); used for grad norms and loss averages."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True if `flag` is true on any rank: every rank must take the same fp16 skip decision."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+    return flag
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,32 @@
+"""The global gradient norm and clipping. Kept apart from the step so that a tensor/data-parallel run can
+swap in a norm reduced across ranks (`reduce_sq` sums the squared norm over the group)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+
+def global_grad_norm(params: Iterable[torch.nn.Parameter],
+                     reduce_sq: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """L2 norm of all gradients, in fp32 (inf or nan if any gradient is)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads, 2.0)
+    sq = torch.stack([n.float() for n in norms]).square().sum()
+    if reduce_sq is not None:
+        sq = reduce_sq(sq)
+    return sq.sqrt()
+
+
+def unscale_and_clip_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, inv_scale: float,
+                      max_norm: float) -> None:
+    """Multiply gradients by inv_scale (fp16 unscaling) and by the clip coefficient, in one pass."""
+    grads = [p.grad for p in params if p.grad is not None]
+    coef = inv_scale
+    if max_norm > 0:
+        coef *= float(torch.clamp(max_norm / (norm * inv_scale + 1e-6), max=1.0))
+    if coef != 1.0:
+        torch._foreach_mul_(grads, coef)

@@ -1,1 +1,35 @@
-# rule(s) for the tokenizer stage: see README "Stages".
+# tokenizer: results/tokenizer/tokenizer.json, OpenAI's GPT-2 BPE (kind gpt2, files through `download`)
+# or a byte-level BPE trained on a sample of every corpus (kind bpe).
+
+
+def _tokenizer_inputs(wildcards):
+    tok = config["tokenizer"]
+    if tok["kind"] == "gpt2":
+        return {"encoder": downloaded(f"tokenizer/{source_name(tok['encoder'])}"),
+                "vocab": downloaded(f"tokenizer/{source_name(tok['vocab'])}")}
+    return {"shards": [f"{DATA}/presplit/{c}/{s}.parquet" for c in CORPORA for s in SHARDS]}
+
+
+def _tokenizer_params():
+    tok = config["tokenizer"]
+    if tok["kind"] == "gpt2":
+        return {"kind": "gpt2"}
+    return {k: tok[k] for k in ("kind", "vocab_size", "min_frequency", "sample_bytes")}
+
+
+rule tokenizer:
+    input:
+        unpack(_tokenizer_inputs),
+    output:
+        tokenizer_json(),
+    params:
+        tok=_tokenizer_params(),
+        corpora=list(CORPORA),
+        shards=N_SHARDS,
+    log:
+        "logs/tokenizer/tokenizer.log",
+    benchmark:
+        "logs/benchmarks/tokenizer/tokenizer.tsv"
+    threads: 4
+    script:
+        f"{SCRIPTS}/tokenizer.py"

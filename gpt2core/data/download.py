@@ -1,0 +1,137 @@
+"""Fetch one source (local path, file:// or http(s):// URL) to its place under data/downloads/.
+
+Bytes go to a stable `.NAME.part` file beside the target (so an interrupted HTTP download resumes with a
+Range request where the server allows it), are checked against the source's checksum, and only then renamed
+to the final name: a mismatch or a failure leaves nothing under that name.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from tqdm import tqdm
+
+from gpt2core.data.checksums import expected_digest, file_digest
+from gpt2core.errors import WikiGPTError
+
+CHUNK = 1 << 20
+RETRIES = 3
+TIMEOUT_S = 60
+
+
+def is_remote(url: str) -> bool:
+    return urlparse(url).scheme in ("http", "https")
+
+
+def local_path(url: str) -> Path:
+    """The file a local path or file:// URL names."""
+    if url.startswith("file://"):
+        return Path(unquote(urlparse(url).path))
+    return Path(url)
+
+
+def read_small(url: str) -> str:
+    """Text of a small file (a checksum list) from any supported location."""
+    try:
+        if is_remote(url):
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+                return resp.read().decode("utf-8")
+        return local_path(url).read_text(encoding="utf-8")
+    except (OSError, urllib.error.URLError, UnicodeDecodeError) as exc:
+        raise WikiGPTError(f"cannot read {url}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _bar(total: int | None, initial: int, name: str) -> tqdm:
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=name, mininterval=1.0, disable=None)
+
+
+def _copy_local(src: Path, part: Path) -> None:
+    if not src.is_file():
+        raise WikiGPTError(f"{src}: no such file")
+    with open(src, "rb") as fin, open(part, "wb") as fout, _bar(src.stat().st_size, 0, src.name) as bar:
+        while block := fin.read(CHUNK):
+            fout.write(block)
+            bar.update(len(block))
+
+
+def _fetch_http_once(url: str, part: Path) -> None:
+    """One attempt: resume from the bytes already in `part` if the server answers 206."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "wikigpt"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch, or a stale part: start over
+            part.unlink()
+            return _fetch_http_once(url, part)
+        raise
+    with resp:
+        resumed = have and resp.status == 206
+        mode = "ab" if resumed else "wb"
+        start = have if resumed else 0
+        length = resp.headers.get("Content-Length")
+        total = start + int(length) if length else None
+        with open(part, mode) as fout, _bar(total, start, Path(urlparse(url).path).name) as bar:
+            while block := resp.read(CHUNK):
+                fout.write(block)
+                bar.update(len(block))
+        if total is not None and part.stat().st_size != total:
+            raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def _fetch_http(url: str, part: Path) -> None:
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return _fetch_http_once(url, part)
+        except urllib.error.HTTPError as exc:
+            raise WikiGPTError(f"cannot download {url}: {_reason(exc)}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt == RETRIES:
+                raise WikiGPTError(f"cannot download {url}: {_reason(exc)}") from None
+            time.sleep(2 * attempt)
+
+
+def download(source: dict, dest: str | Path) -> str | None:
+    """Fetch `source` to `dest`, verify its checksum; return the verified 'algo:hex' (None if unchecked)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    url = source["url"]
+    no_inline = not any(source.get(a) for a in ("sha256", "sha1", "md5"))
+    sums = read_small(source["checksums_url"]) if source.get("checksums_url") and no_inline else None
+    expected = expected_digest(source, dest.name, sums)
+    part = dest.with_name(f".{dest.name}.part")
+    if is_remote(url):
+        _fetch_http(url, part)
+    elif urlparse(url).scheme in ("", "file"):
+        _copy_local(local_path(url), part)
+    else:
+        raise WikiGPTError(f"{url}: unsupported URL scheme (use a path, file://, http:// or https://)")
+    if expected is not None:
+        algo, want = expected
+        got = file_digest(part, algo)
+        if got != want:
+            part.unlink()
+            raise WikiGPTError(f"{url}: {algo} mismatch: expected {want}, got {got}")
+    os.replace(part, dest)
+    return f"{expected[0]}:{expected[1]}" if expected else None
+
+
+

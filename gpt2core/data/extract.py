@@ -1,0 +1,104 @@
+"""Run WikiExtractor on one dump part, and refuse what it would silently get wrong.
+
+WikiExtractor carries on after many problems (a non-XML file or an XML file cut short gives a clean exit
+with fewer or zero articles), so the dump is first checked by a streaming scan (bz2 integrity, a
+`<mediawiki>` root, a closing `</mediawiki>`, at least one page), and WikiExtractor's own exit report is
+checked against the files it wrote.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from gpt2core.errors import WikiGPTError
+from gpt2core.fsutil import atomic_dir
+
+CHUNK = 1 << 20
+_EXIT_RE = re.compile(r"REDUCER_EXIT (clean|incomplete)\b(?:: wrote (\d+) article)?")
+
+
+def _open(path: Path):
+    with open(path, "rb") as fh:
+        magic = fh.read(3)
+    if magic == b"BZh":
+        return bz2.open(path, "rb")
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def check_dump(path: str | Path) -> int:
+    """Stream the whole dump once; return its number of <page> elements or raise naming the file."""
+    path = Path(path)
+    pages = 0
+    head = b""
+    tail = b""
+    try:
+        with _open(path) as fh:
+            while block := fh.read(CHUNK):
+                if len(head) < 4096:
+                    head += block[:4096]
+                pages += (tail[-8:] + block).count(b"<page>") - tail[-8:].count(b"<page>")
+                tail = (tail + block)[-4096:]
+    except (OSError, EOFError, ValueError) as exc:
+        raise WikiGPTError(f"{path}: corrupt or truncated compressed file ({exc})") from None
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"<?xml"):
+        start = start[start.find(b"?>") + 2:].lstrip()
+    if not start.startswith(b"<mediawiki"):
+        raise WikiGPTError(f"{path}: not a MediaWiki XML dump (does not start with <mediawiki>)")
+    if not tail.rstrip().endswith(b"</mediawiki>"):
+        raise WikiGPTError(f"{path}: truncated XML (no closing </mediawiki>)")
+    if pages == 0:
+        raise WikiGPTError(f"{path}: dump holds no <page>")
+    return pages
+
+
+def _count_lines(outdir: Path) -> tuple[int, int]:
+    """(articles, articles with non-empty text) across WikiExtractor's JSON files."""
+    total = nonempty = 0
+    for f in sorted(outdir.rglob("wiki_*")):
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    total += 1
+                    nonempty += bool(json.loads(line)["text"].strip())
+    return total, nonempty
+
+
+def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: str | Path | None = None) -> dict:
+    """WikiExtractor --json on `dump` into `outdir` (written atomically); returns counts for the log."""
+    dump = Path(dump)
+    pages = check_dump(dump)
+    with atomic_dir(outdir) as tmp:
+        out = tmp / "text"
+        cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(out), "--json",
+               "--processes", str(max(1, processes))]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+        found = _EXIT_RE.findall(proc.stderr)
+        problem = next((ln for ln in proc.stderr.splitlines() if ln.startswith(("ERROR", "Traceback"))
+                        or "Error:" in ln), None)
+        if proc.returncode != 0 or problem:
+            last = problem or (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise WikiGPTError(f"{dump}: WikiExtractor failed (exit {proc.returncode}): {last.strip()}")
+        if not found or found[-1][0] != "clean":
+            raise WikiGPTError(f"{dump}: WikiExtractor did not finish cleanly (pages lost in its reducer)")
+        reported = int(found[-1][1] or 0)
+        written, nonempty = _count_lines(out) if out.exists() else (0, 0)
+        if written != reported:
+            raise WikiGPTError(f"{dump}: WikiExtractor reported {reported} articles but wrote {written}")
+        if nonempty == 0:
+            raise WikiGPTError(f"{dump}: dump yielded zero articles ({pages} pages)")
+        for f in out.iterdir():
+            f.rename(tmp / f.name)
+        out.rmdir()
+    return {"pages": pages, "articles": written, "nonempty": nonempty}

@@ -43,6 +43,7 @@ def write_manifest(root: Path, vocab: int = 300, eod: int = 299, dtype: str = "u
     if docs is None:
         all_docs = learnable_documents(400, vocab, eod)
         docs = {"train": all_docs[:360], "valid": all_docs[360:390], "test": all_docs[390:]}
+    root.mkdir(parents=True, exist_ok=True)
     tok_path = root / "tokenizer.json"
     tok_path.write_text("{}", encoding="utf-8")
     splits = {}

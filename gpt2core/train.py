@@ -177,6 +177,8 @@ class Trainer:
         self.flops_per_iter = flops_per_token(self.cfg, self.seq_len) * self.tokens_per_iter
         self.peak = peak_flops(self.device, self.precision)
         self.state = State()
+        self.metrics: MetricsLog | None = None
+        self.last_saved: int | None = None
 
     def _data(self, tc: dict) -> tuple[BatchSource, BatchSource | None]:
         eod = int(self.manifest["tokenizer"]["eod_id"])
@@ -286,32 +288,38 @@ class Trainer:
         barrier()
         return path
 
+    def iteration(self) -> dict:
+        """One scheduled iteration: step, valid loss and checkpoint when due, metrics line."""
+        tc = self.train_cfg
+        record = self.step()
+        it = self.state.iteration
+        if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
+            self.state.last_valid = evaluate(self.model, self.valid_source, tc["eval_iters"], self.precision,
+                                             self.device)
+            record["valid_loss"] = self.state.last_valid
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if it % tc["save_interval"] == 0 or it == tc["iters"]:
+            self.save()
+            self.last_saved = it
+        return record
+
     def run(self) -> dict:
         """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json."""
         tc = self.train_cfg
         start = self.start()
+        self.last_saved = start if start else None
         self.model.train()
         bar = tqdm(total=tc["iters"], initial=start, desc="train", unit="it", file=sys.stderr,
                    mininterval=2.0, disable=not self.env.is_main, dynamic_ncols=False, ncols=100)
-        last_saved = start if start else None
         while self.state.iteration < tc["iters"]:
-            record = self.step()
-            it = self.state.iteration
-            if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
-                self.state.last_valid = evaluate(self.model, self.valid_source, tc["eval_iters"],
-                                                 self.precision, self.device)
-                record["valid_loss"] = self.state.last_valid
-            if self.metrics is not None:
-                self.metrics.write(record)
+            record = self.iteration()
             bar.update(1)
-            if it % tc["log_interval"] == 0:
+            if self.state.iteration % tc["log_interval"] == 0:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-            if it % tc["save_interval"] == 0 or it == tc["iters"]:
-                self.save()
-                last_saved = it
         bar.close()
-        if last_saved != self.state.iteration:
+        if self.last_saved != self.state.iteration:
             self.save()
         return self.finish()
 

@@ -1,0 +1,180 @@
+"""The trainer in process (CPU): LR schedule, parameter groups, loss falls, fp16 overflow skips, NaN stops,
+checkpoint rotation, resume of the metrics history, mismatched checkpoints, fresh start after a finished run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_helpers import tiny_sections, write_manifest
+
+from gpt2core.errors import WikiGPTError
+from gpt2core.model import GPT, GPTConfig
+from gpt2core.train import RunPaths, Trainer
+from gpt2core.training import checkpoint as ckpt
+from gpt2core.training.flops import flops_per_token
+from gpt2core.training.loss_scale import DynamicLossScaler
+from gpt2core.training.metrics import read_metrics
+from gpt2core.training.optimizer import param_groups
+from gpt2core.training.schedule import lr_at, warmup_iters
+
+TIMING = {"tokens_per_s", "mfu", "mem_mb", "step_time_s"}
+
+
+def make_trainer(tmp_path: Path, run: str = "run", model: dict | None = None, **train: object) -> Trainer:
+    manifest = tmp_path / "manifest.json"
+    if not manifest.exists():
+        write_manifest(tmp_path)
+    mc, tc = tiny_sections(**train)
+    mc.update(model or {})
+    paths = RunPaths(manifest, tmp_path / "checkpoints" / run, tmp_path / run / "done.json",
+                     tmp_path / run / "metrics.jsonl")
+    return Trainer(mc, tc, 1234, paths)
+
+
+def steps(trainer: Trainer, n: int) -> list[dict]:
+    return [trainer.step() for _ in range(n)]
+
+
+def test_lr_schedule_warmup_then_cosine_to_min_lr() -> None:
+    kw = {"lr": 1.5e-4, "min_lr": 1e-5, "iters": 320000, "warmup": 0.01, "decay": "cosine"}
+    assert warmup_iters(0.01, 320000) == 3200 and warmup_iters(50, 1000) == 50
+    assert lr_at(0, **kw) == pytest.approx(1.5e-4 / 3200)
+    assert lr_at(3199, **kw) == pytest.approx(1.5e-4)
+    assert lr_at(3200 + (320000 - 3200) // 2, **kw) == pytest.approx((1.5e-4 + 1e-5) / 2)
+    assert lr_at(320000, **kw) == pytest.approx(1e-5)
+    linear = {**kw, "decay": "linear", "warmup": 0}
+    assert lr_at(160000, **linear) == pytest.approx((1.5e-4 + 1e-5) / 2)
+    assert lr_at(5, **{**kw, "decay": "constant", "warmup": 0}) == 1.5e-4
+
+
+def test_no_weight_decay_on_biases_and_layernorm() -> None:
+    model = GPT(GPTConfig.padded(300, 128, n_positions=16, n_layer=2, n_head=2, n_embd=16))
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and "ln_" not in names[id(p)] for p in decay["params"])
+    assert all(names[id(p)].endswith("bias") or "ln_" in names[id(p)] for p in no_decay["params"])
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()
+
+
+def test_flops_per_token_matches_the_spec_anchor() -> None:
+    cfg = GPTConfig.padded(50257, 128, n_positions=1024)
+    assert flops_per_token(cfg, 1024) == pytest.approx(855e6, rel=2e-3)
+    assert flops_per_token(GPTConfig.padded(50257, 128, n_positions=512), 512) == pytest.approx(798e6, rel=2e-3)
+
+
+def test_loss_scaler_halves_on_overflow_grows_after_window_and_gives_up() -> None:
+    s = DynamicLossScaler(init_scale=1024, window=3, max_skipped=3)
+    assert s.update(True, 1) and s.scale == 512
+    assert not s.update(False, 2) and not s.update(False, 3) and s.scale == 512
+    assert not s.update(False, 4) and s.scale == 1024
+    s.update(True, 5)
+    s.update(True, 6)
+    with pytest.raises(WikiGPTError, match="3 consecutive overflowing steps"):
+        s.update(True, 7)
+
+
+def test_loss_falls(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, iters=120, eval_interval=40, save_interval=120)
+    summary = trainer.run()
+    lines = read_metrics(trainer.paths.metrics)
+    assert [m["step"] for m in lines] == list(range(1, 121))
+    first, last = sum(m["loss"] for m in lines[:5]) / 5, sum(m["loss"] for m in lines[-5:]) / 5
+    assert first > math.log(300) - 0.3 and last < first - 1.0
+    valid = [m["valid_loss"] for m in lines if "valid_loss" in m]
+    assert len(valid) == 3 and valid[-1] < valid[0] - 1.0
+    done = json.loads(trainer.paths.done.read_text())
+    assert done == summary and done["iterations"] == 120 and done["tokens"] == 120 * 4 * 32
+    assert Path(done["checkpoint"]).name == "step_0000120"
+
+
+def test_fp16_injected_inf_skips_step_halves_scale_keeps_lr(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, precision="fp16", init_loss_scale=1024, warmup=10)
+    trainer.start()
+    first = steps(trainer, 2)
+    assert not any(m["skipped"] for m in first)
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    opt_steps = trainer.state.lr_step
+    hook = trainer.raw_model.h[0].mlp.c_fc.weight.register_hook(lambda g: g * float("inf"))
+    bad = trainer.step()
+    hook.remove()
+    assert bad["skipped"] and bad["loss_scale"] == 1024 and trainer.scaler.scale == 512
+    assert trainer.state.lr_step == opt_steps and trainer.state.iteration == 3
+    for key, value in trainer.raw_model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    after = trainer.step()
+    assert not after["skipped"] and after["loss_scale"] == 512
+    assert after["lr"] == bad["lr"] and bad["lr"] > first[-1]["lr"]  # the LR did not advance over the skip
+
+
+def test_nan_loss_in_fp32_stops_with_last_good_checkpoint_intact(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, save_interval=5)
+    trainer.start()
+    steps(trainer, 5)
+    saved = trainer.save()
+    weights = (saved / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        trainer.raw_model.h[1].ln_2.weight[0] = float("nan")
+    with pytest.raises(WikiGPTError, match=f"non-finite loss at iteration 6 .*{saved}"):
+        trainer.step()
+    assert (saved / "model.safetensors").read_bytes() == weights
+    assert ckpt.latest_checkpoint(trainer.paths.checkpoints) == saved
+
+
+def test_keep_last_rotates_checkpoints(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, iters=12, save_interval=2, keep_last=2)
+    trainer.run()
+    assert [p.name for p in ckpt.list_checkpoints(trainer.paths.checkpoints)] == ["step_0000010", "step_0000012"]
+    assert not [p for p in trainer.paths.checkpoints.iterdir() if p.name.startswith(".")]
+
+
+def test_resume_in_process_continues_the_history_exactly(tmp_path: Path) -> None:
+    straight = make_trainer(tmp_path, run="a")
+    straight.run()
+    killed = make_trainer(tmp_path, run="b")
+    killed.start()
+    for _ in range(13):  # checkpoint at 10, three more logged steps, then "killed"
+        killed.iteration()
+    killed.metrics.close()
+    assert len(read_metrics(killed.paths.checkpoints / "metrics.jsonl")) == 13
+    resumed = make_trainer(tmp_path, run="b")
+    assert resumed.start() == 10
+    resumed.metrics.close()
+    resumed = make_trainer(tmp_path, run="b")
+    resumed.run()
+    a = [{k: v for k, v in m.items() if k not in TIMING} for m in read_metrics(straight.paths.metrics)]
+    b = [{k: v for k, v in m.items() if k not in TIMING} for m in read_metrics(resumed.paths.metrics)]
+    assert a == b and len(a) == 20
+    for key, value in straight.raw_model.state_dict().items():
+        assert torch.equal(resumed.raw_model.state_dict()[key], value), key
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path)
+    trainer.start()
+    steps(trainer, 3)
+    saved = trainer.save()
+    other = make_trainer(tmp_path, model={"n_embd": 64})
+    with pytest.raises(WikiGPTError, match=f"{saved}: checkpoint has model n_embd=32, the config asks for 64"):
+        other.start()
+
+
+def test_after_a_finished_run_training_starts_again_from_zero(tmp_path: Path) -> None:
+    first = make_trainer(tmp_path, iters=10, save_interval=5)
+    first.run()
+    assert (first.paths.checkpoints / ckpt.FINISHED).exists()
+    again = make_trainer(tmp_path, iters=6, save_interval=3)
+    assert again.start() == 0
+    assert ckpt.list_checkpoints(again.paths.checkpoints) == []
+    again.metrics.close()
+    again = make_trainer(tmp_path, iters=6, save_interval=3)
+    again.run()
+    assert [m["step"] for m in read_metrics(again.paths.metrics)] == list(range(1, 7))
+
+
+def test_seq_len_longer_than_positions_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(WikiGPTError, match="model.seq_len 64 exceeds model.n_positions 32"):
+        make_trainer(tmp_path, model={"seq_len": 64})

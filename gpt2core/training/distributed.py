@@ -4,7 +4,10 @@ torch.distributed is initialised only when torchrun launched more than one rank 
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +39,24 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def die_with_parent() -> None:
+    """Under torchrun, SIGKILL this worker when the launcher dies.
+
+    torchrun starts workers in their own session, so `kill -9` of torchrun (or of Snakemake's job) would
+    leave a worker training on, racing the rerun that resumes from the same checkpoint directory.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def init_distributed(requested_device: str) -> DistEnv:
     """Read torchrun's environment; join a process group only when WORLD_SIZE > 1."""
+    die_with_parent()
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

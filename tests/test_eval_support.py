@@ -39,3 +39,17 @@ def tiny_gpt(vocab_size: int, seed: int = 0, n_positions: int = 64, n_layer: int
 def export_tiny(model: GPT, out_dir: Path, tokenizer_json: Path) -> Path:
     export_hf(model, out_dir, tokenizer_json)
     return out_dir
+
+
+def small_bpe_json(text: str, out: Path, vocab_size: int = 400) -> Path:
+    """A byte-level BPE trained on `text` (the same kind the default pipeline trains), EOD special."""
+    from tokenizers import trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([text], trainer)
+    tok.save(str(out))
+    return out

@@ -13,8 +13,13 @@ from torch import nn
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.eval.encoder import load_encode
-from gpt2core.eval.lambada import (count_correct, evaluate_lambada, last_token_examples, read_lambada,
-                                   strict_examples)
+from gpt2core.eval.lambada import (
+    count_correct,
+    evaluate_lambada,
+    last_token_examples,
+    read_lambada,
+    strict_examples,
+)
 from gpt2core.eval.scoring import logits_at_for
 
 

@@ -98,15 +98,20 @@ def _fetch_http_once(url: str, part: Path) -> None:
 
 
 def _fetch_http(url: str, part: Path) -> None:
-    for attempt in range(1, RETRIES + 1):
+    """Fetch with resume; a connection that broke after delivering bytes is retried, a dead one is not."""
+    attempt = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
         try:
             return _fetch_http_once(url, part)
         except urllib.error.HTTPError as exc:
             raise WikiGPTError(f"cannot download {url}: {_reason(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
-            if attempt == RETRIES:
+            attempt += 1
+            progressed = part.exists() and part.stat().st_size > before
+            if not progressed or attempt >= RETRIES:
                 raise WikiGPTError(f"cannot download {url}: {_reason(exc)}") from None
-            time.sleep(2 * attempt)
+            time.sleep(attempt)
 
 
 def download(source: dict, dest: str | Path) -> str | None:

@@ -1,6 +1,6 @@
 """Presplit: WikiExtractor JSON lines -> one Parquet shard (id, title, url, text) with sentences split.
 
-Shard k of n reads only its share of the corpus: every extracted file is cut into 64 KiB blocks, the
+Shard k of n reads only its share of the corpus: every extracted file is cut into 32 KiB blocks, the
 blocks of all parts are numbered in a fixed order (config order of parts, then sorted file paths) and
 block g belongs to shard g mod n; a line belongs to the block its first byte lies in. The share depends
 on the extracted files only, never on cores, and even a single small file spreads over several shards.
@@ -21,7 +21,7 @@ from gpt2core.data.sentences import split_sentences
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path
 
-BLOCK = 1 << 16
+BLOCK = 1 << 15
 ROW_GROUP_BYTES = 32 << 20
 SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("url", pa.string()), ("text", pa.string())])
 META_KEY = b"wikigpt"

@@ -1,0 +1,232 @@
+"""Unit tests of gpt2core.data pieces: fast, real libraries, real reference files where needed."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_file
+
+from gpt2core.data import load_encoder
+from gpt2core.data.checksums import expand_glob, expected_digest, parse_sums
+from gpt2core.data.download import download
+from gpt2core.data.presplit import BLOCK, presplit_shard, read_block, shard_blocks, shard_stats
+from gpt2core.data.sentences import split_sentences
+from gpt2core.data.shards import split_bounds, split_of, tokenize_shard
+from gpt2core.data.tokenizer import build_gpt2, train_bpe
+from gpt2core.errors import WikiGPTError
+
+GPT2 = "gpt2_bpe"
+
+
+# ---------------------------------------------------------------- sentences
+def test_sentences_english_paragraphs_stay_apart():
+    text = "First sentence here. Second one!\nHeading\n\nA new paragraph? Yes."
+    assert split_sentences(text) == "First sentence here.\nSecond one!\nHeading\nA new paragraph?\nYes."
+
+
+def test_sentences_chinese_end_punctuation_and_closing_quotes():
+    out = split_sentences("他说：“好。”然后走了。这是真的吗？是的！")
+    assert out.split("\n") == ["他说：“好。”", "然后走了。", "这是真的吗？", "是的！"]
+
+
+# ---------------------------------------------------------------- checksums
+SUMS = ("3b5d5c3712955042212316173ccf37be  enwiki-latest-pages-articles1.xml-p1p41242.bz2\n"
+        "a6e1d4b5c6f6c3b2a1e0f9d8c7b6a5f4e3d2c1b0  enwiki-latest-pages-articles2.xml-p41243p151573.bz2\n"
+        "0123456789abcdef0123456789abcdef01234567  enwiki-latest-pages-articles-multistream.xml.bz2\n")
+
+
+def test_checksum_file_lookup_and_glob_expansion():
+    table = parse_sums(SUMS, "sums.txt")
+    assert table["enwiki-latest-pages-articles1.xml-p1p41242.bz2"][0] == "md5"
+    assert table["enwiki-latest-pages-articles2.xml-p41243p151573.bz2"][0] == "sha1"
+    urls = expand_glob("https://x/enwiki/latest/enwiki-latest-pages-articles[0-9]*.xml-p*.bz2", SUMS)
+    assert urls == ["https://x/enwiki/latest/enwiki-latest-pages-articles1.xml-p1p41242.bz2",
+                    "https://x/enwiki/latest/enwiki-latest-pages-articles2.xml-p41243p151573.bz2"]
+    src = {"url": "x", "checksums_url": "sums.txt"}
+    with pytest.raises(WikiGPTError, match="no checksum listed for missing.bz2"):
+        expected_digest(src, "missing.bz2", SUMS)
+    with pytest.raises(WikiGPTError, match="sums.txt:1: not a checksum line"):
+        parse_sums("zz  file\n", "sums.txt")
+
+
+# ---------------------------------------------------------------- download
+def test_download_local_verifies_checksum(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"hello world\n" * 1000)
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert download({"url": f"file://{src}", "sha256": good}, tmp_path / "out" / "a.bin") == f"sha256:{good}"
+    assert (tmp_path / "out" / "a.bin").read_bytes() == src.read_bytes()
+    with pytest.raises(WikiGPTError, match="sha256 mismatch"):
+        download({"url": str(src), "sha256": "0" * 64}, tmp_path / "out" / "b.bin")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bin"]
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one payload with Range support; the first full request is cut off halfway."""
+
+    payload = b""
+    cut_first = True
+    requests: list[str | None] = []
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        rng = self.headers.get("Range")
+        if not self.path.endswith("sums.txt"):
+            type(self).requests.append(rng)
+        data, status = self.payload, 200
+        if self.path.endswith("sums.txt"):
+            data = self.server.sums  # type: ignore[attr-defined]
+        elif rng:
+            start = int(rng.split("=")[1].rstrip("-"))
+            data, status = self.payload[start:], 206
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not rng and not self.path.endswith("sums.txt") and type(self).cut_first:
+            type(self).cut_first = False
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_download_http_resumes_with_range_and_checks_sums_file(tmp_path):
+    payload = bytes(range(256)) * 8192
+    _RangeHandler.payload = payload
+    _RangeHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    server.sums = f"{hashlib.sha1(payload).hexdigest()}  dump.bz2\n".encode()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        digest = download({"url": f"{base}/dump.bz2", "checksums_url": f"{base}/sums.txt"}, tmp_path / "dump.bz2")
+    finally:
+        server.shutdown()
+    assert (tmp_path / "dump.bz2").read_bytes() == payload
+    assert digest == f"sha1:{hashlib.sha1(payload).hexdigest()}"
+    assert _RangeHandler.requests == [None, f"bytes={len(payload) // 2}-"]
+
+
+def test_download_unreachable_url_is_one_line_error(tmp_path):
+    with pytest.raises(WikiGPTError, match=r"cannot download http://127\.0\.0\.1:9/x\.bz2"):
+        download({"url": "http://127.0.0.1:9/x.bz2"}, tmp_path / "x.bz2")
+    assert not (tmp_path / "x.bz2").exists()
+
+
+# ---------------------------------------------------------------- presplit blocks
+def _write_jsonl(path: Path, docs: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+
+
+def test_blocks_give_every_line_to_exactly_one_shard(tmp_path):
+    docs = [{"id": str(i), "title": f"T{i}", "url": "", "text": "word " * (i * 37 % 3000)} for i in range(120)]
+    _write_jsonl(tmp_path / "p1" / "AA" / "wiki_00", docs[:70])
+    _write_jsonl(tmp_path / "p2" / "AA" / "wiki_00", docs[70:])
+    parts = [("p1", tmp_path / "p1"), ("p2", tmp_path / "p2")]
+    assert (tmp_path / "p1" / "AA" / "wiki_00").stat().st_size > 3 * BLOCK
+    for shards in (1, 2, 3, 7):
+        seen = []
+        for k in range(shards):
+            for path, start, end in shard_blocks(parts, k, shards):
+                seen += [json.loads(line)["id"] for _, line in read_block(path, start, end)]
+        assert sorted(seen, key=int) == [d["id"] for d in docs]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b'{"id": "2", "title": "B", "text": "oops"\n', r"wiki_00:2: malformed JSON"),
+    (b'{"id": "2", "title": "B", "text": "caf\xe9"}\n', r"wiki_00:2: invalid UTF-8"),
+    (b'{"id": 2, "title": "B", "text": "x"}\n', r"wiki_00:2: not an article object"),
+])
+def test_presplit_bad_line_names_file_and_line(tmp_path, bad, message):
+    f = tmp_path / "p" / "AA" / "wiki_00"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(json.dumps({"id": "1", "title": "A", "text": "fine " * 100}).encode() + b"\n" + bad)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(WikiGPTError, match=message):
+        presplit_shard([("p", tmp_path / "p")], out, 0, 1)
+    assert not out.exists() and list(tmp_path.glob(".out.parquet*")) == []
+
+
+def test_presplit_drops_and_counts(tmp_path):
+    docs = [{"id": "1", "title": "Keep", "text": "A long enough text. " * 20},
+            {"id": "2", "title": "Short", "text": "Tiny."},
+            {"id": "3", "title": "Empty", "text": "  "},
+            {"id": "4", "title": "Robert Boulter", "text": "Listed in the eval file. " * 20}]
+    _write_jsonl(tmp_path / "p" / "AA" / "wiki_00", docs)
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Robert Boulter\nSomething else\n", encoding="utf-8")
+    stats = presplit_shard([("p", tmp_path / "p")], tmp_path / "s.parquet", 0, 1, True, 50, [titles])
+    assert stats["documents"] == 1
+    assert stats["dropped"] == {"decontaminated": 1, "empty": 1, "short": 1}
+    assert shard_stats(tmp_path / "s.parquet") == stats
+
+
+# ---------------------------------------------------------------- splits
+def test_split_rule_depends_only_on_id_and_seed():
+    bounds = split_bounds([949, 50, 1])
+    got = [split_of(str(i), 1234, bounds) for i in range(20000)]
+    assert got == [split_of(str(i), 1234, bounds) for i in range(20000)]
+    frac = np.bincount(got, minlength=3) / len(got)
+    assert abs(frac[0] - 0.949) < 0.01 and abs(frac[1] - 0.05) < 0.01 and frac[2] < 0.005
+    assert got != [split_of(str(i), 1, bounds) for i in range(20000)]
+    with pytest.raises(WikiGPTError):
+        split_bounds([0, 0, 0])
+
+
+# ---------------------------------------------------------------- tokenizers
+@pytest.fixture(scope="module")
+def gpt2_json(tmp_path_factory):
+    enc = shared_file(f"{GPT2}/encoder.json")
+    out = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    info = build_gpt2(enc, shared_file(f"{GPT2}/vocab.bpe"), out)
+    assert info == {"vocab_size": 50257, "merges": 50000, "eod_id": 50256}
+    return out
+
+
+def test_gpt2_tokenizer_loads_everywhere_and_tiktoken_matches(gpt2_json):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    text = "The history of Anarchism, 1840s–1930s: Proudhon's «property is theft»! 中文。 "
+    hf = Tokenizer.from_file(str(gpt2_json))
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(gpt2_json))
+    enc = load_encoder(gpt2_json)
+    assert enc.backend == "tiktoken" and enc.eod_id == 50256 and enc.vocab_size == 50257
+    ids = enc.encode(text)
+    assert ids == hf.encode(text).ids == fast(text)["input_ids"]
+    assert enc.encode("Hello world") == [15496, 995]  # GPT-2's published ids
+    assert enc.decode(ids + [enc.eod_id]) == text + "<|endoftext|>"
+    assert load_encoder(gpt2_json, prefer_tiktoken=False).encode_batch([text]) == [ids]
+
+
+def test_trained_bpe_tiktoken_agrees_with_tokenizers(tmp_path):
+    text_docs = [{"id": str(i), "title": str(i), "text": f"Document {i} talks about bread, tea and rain. " * 30}
+                 for i in range(40)]
+    _write_jsonl(tmp_path / "p" / "AA" / "wiki_00", text_docs)
+    presplit_shard([("p", tmp_path / "p")], tmp_path / "s.parquet", 0, 1)
+    info = train_bpe([[str(tmp_path / "s.parquet")]], tmp_path / "tok.json", 300, 2, 10**6)
+    assert info["vocab_size"] == 300 and info["eod_id"] == 0
+    enc = load_encoder(tmp_path / "tok.json")
+    assert enc.backend == "tiktoken"
+    stats = tokenize_shard(tmp_path / "s.parquet", tmp_path / "tok.json", tmp_path / "t", [1, 1, 1], 7)
+    total = sum(s["documents"] for s in stats["splits"].values())
+    assert total == 40 and stats["encoder"] == "tiktoken"
+
+
+def test_uint16_refuses_a_large_vocabulary(gpt2_json, tmp_path):
+    from gpt2core.data.shards import check_dtype
+
+    check_dtype(65536, "uint16", "t")
+    with pytest.raises(WikiGPTError, match="does not fit data.dtype uint16"):
+        check_dtype(65537, "uint16", "t")
+    check_dtype(70000, "uint32", "t")

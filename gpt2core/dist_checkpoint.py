@@ -1,0 +1,168 @@
+"""Sharded step checkpoints with torch.distributed.checkpoint (DCP): every rank writes its own shards of the
+model and optimizer, nobody gathers the full model. Used whenever a run is tensor-parallel.
+
+Layout of checkpoints/<run>/step_<NNNNNNN>/ (same name and meta.json as gpt2core.training.checkpoint, so the
+trainer lists and picks checkpoints the same way):
+  meta.json           written last by rank 0; "layout": "dcp", "tp", "dp", model config, step, ...
+  dcp/                DCP files (.metadata + one __<rank>_0.distcp per rank), keys model.* and optim.*
+  rng/rank_<r>.pt     each rank's RNG state
+All of it is written under .step_<NNNNNNN>.tmp/ and renamed by rank 0 after every rank finished, so a
+directory under a final name is always complete; a rank killed mid-save leaves only the temporary name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
+
+from gpt2core.errors import WikiGPTError
+from gpt2core.training.checkpoint import (
+    FORMAT,
+    check_compatible,
+    list_checkpoints,
+    read_meta,
+    rng_state,
+    set_rng_state,
+    step_dir,
+)
+
+LAYOUT = "dcp"
+TIED = "lm_head.weight"  # tied to wte.weight: stored once
+
+
+def is_sharded(ckpt: str | Path) -> bool:
+    return (Path(ckpt) / "dcp").is_dir()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    if optimizer is None:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        model_sd = get_model_state_dict(model)
+        optim_sd = None
+    else:
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd.pop(TIED, None)
+    state = {"model": model_sd}
+    if optim_sd is not None:
+        state["optim"] = optim_sd
+    return state
+
+
+def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 meta: dict, keep_last: int) -> Path:
+    """Collective: every rank calls it. Writes step_<step>/ (see module docstring), prunes old steps."""
+    final = step_dir(root, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    rank = _rank()
+    if rank == 0:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "rng").mkdir(parents=True)
+    _barrier()
+    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+    torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+    _barrier()
+    if rank == 0:
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old)
+    _barrier()
+    return final
+
+
+def check_complete(ckpt: Path, meta: dict) -> None:
+    """A sharded checkpoint missing its DCP metadata or any rank's file is a hard error, never a guess."""
+    if not (ckpt / "dcp" / ".metadata").is_file():
+        raise WikiGPTError(f"{ckpt / 'dcp'}: sharded checkpoint has no .metadata (incomplete save)")
+    world = int(meta.get("world_size", 1))
+    for r in range(world):
+        if not (ckpt / "rng" / f"rank_{r:05d}.pt").is_file():
+            raise WikiGPTError(f"{ckpt / 'rng'}: rank_{r:05d}.pt missing (checkpoint of {world} ranks incomplete)")
+    shards = list((ckpt / "dcp").glob("*.distcp"))
+    if not shards:
+        raise WikiGPTError(f"{ckpt / 'dcp'}: no shard files (*.distcp)")
+
+
+def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                 model_config: dict, tp: int) -> dict:
+    """Collective: restore this rank's shards of model and optimizer (and its RNG) in place; return meta.
+    The model must already be parallelised with the same tp (the global shapes depend on it)."""
+    ckpt = Path(ckpt)
+    meta = read_meta(ckpt)
+    check_compatible(ckpt, meta, model_config)
+    if meta.get("layout") != LAYOUT:
+        raise WikiGPTError(f"{ckpt}: not a sharded (DCP) checkpoint")
+    if int(meta.get("tp", 1)) != tp:
+        raise WikiGPTError(f"{ckpt}: saved with train.tp={meta.get('tp')}, this run has tp={tp} "
+                           "(merge it with `rule merge` and start a new run, or keep the tp)")
+    check_complete(ckpt, meta)
+    state = _state(model, optimizer)
+    try:
+        dcp.load(state, checkpoint_id=str(ckpt / "dcp"))
+    except Exception as exc:  # DCP raises CheckpointException / RuntimeError on missing or bad shards
+        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint "
+                           f"({' '.join(str(exc).split())[:300]})") from None
+    model_sd = state["model"]
+    opts = StateDictOptions(strict=False)
+    if optimizer is not None:
+        set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=state["optim"], options=opts)
+    else:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(model, model_sd, options=opts)
+    rng_file = ckpt / "rng" / f"rank_{_rank():05d}.pt"
+    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+    return meta
+
+
+def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Offline, one process, no process group: (meta, the full model tensors as saved), i.e. in the
+    tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.merge undoes that."""
+    ckpt = Path(ckpt)
+    meta = read_meta(ckpt)
+    check_complete(ckpt, meta)
+    try:
+        metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata()
+    except Exception as exc:
+        raise WikiGPTError(f"{ckpt / 'dcp' / '.metadata'}: unreadable ({exc})") from None
+    model_sd: dict[str, torch.Tensor] = {}
+    for key, md in metadata.state_dict_metadata.items():
+        if key.startswith("model.") and isinstance(md, TensorStorageMetadata):
+            model_sd[key[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
+    if not model_sd:
+        raise WikiGPTError(f"{ckpt / 'dcp'}: no model tensors in the checkpoint")
+    try:
+        dcp.load({"model": model_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
+    except Exception as exc:
+        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot read sharded checkpoint "
+                           f"({' '.join(str(exc).split())[:300]})") from None
+    return meta, model_sd

@@ -1,0 +1,295 @@
+"""Tensor and data parallelism for gpt2core.model.GPT on PyTorch's own engine (DTensor), applied from
+outside the model (torchtitan's pattern): the model file knows nothing about it.
+
+Layout on a 2-D DeviceMesh ("dp", "tp"):
+- attention c_attn and mlp.c_fc: ColwiseParallel (output dim sharded); c_proj: RowwiseParallel.
+  q, k, v are stacked in c_attn, so before sharding its rows are regrouped so that tp rank r holds
+  [Q_r; K_r; V_r] (Megatron's layout, SPEC merge table); gpt2core.merge undoes it.
+- wte: vocabulary-parallel embedding (RowwiseParallel on nn.Embedding shards rows = vocabulary);
+  lm_head: ColwiseParallel with its output left sharded on the vocabulary for `loss_parallel`.
+  Both weights are row-sharded [vocab, hidden] DTensors: they are re-tied after sharding.
+- sequence parallelism (optional): LayerNorms and the residual stream sharded on the sequence dim.
+- data parallelism: DDP over the dp dimension (gradients averaged over dp ranks only).
+
+Pitfalls handled here (torch 2.13 CPU): the tie coming apart, clip_grad_norm_ on a DTensor/plain mix (our own
+global norm reduces each parameter over the mesh dims it is sharded on), and every rank agreeing on an
+fp16 overflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor.experimental import implicit_replication
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    PrepareModuleInput,
+    RowwiseParallel,
+    SequenceParallel,
+    loss_parallel,
+    parallelize_module,
+)
+
+from gpt2core.errors import WikiGPTError
+from gpt2core.vocab import padded_vocab_size
+
+MESH_DIMS = ("dp", "tp")
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Sizes of the 2-D mesh and the options a run was configured with."""
+
+    dp: int = 1
+    tp: int = 1
+    sequence_parallel: bool = False
+
+    @property
+    def world(self) -> int:
+        return self.dp * self.tp
+
+
+# ---- configuration checks (before launch) --------------------------------------------------------------
+def check_parallel_config(model_cfg: dict, train_cfg: dict, vocab_size: int | None = None) -> ParallelPlan:
+    """Refuse, in one line naming the key, a layout torchrun would only fail on later (or train wrongly)."""
+    tp, dp = int(train_cfg.get("tp", 1)), int(train_cfg.get("dp", 1))
+    nproc, nnodes = int(train_cfg.get("nproc_per_node", 1)), int(train_cfg.get("nnodes", 1))
+    if nproc * nnodes != tp * dp:
+        raise WikiGPTError(f"config: train.nproc_per_node x train.nnodes = {nproc} x {nnodes} = {nproc * nnodes} "
+                           f"processes, but train.tp x train.dp = {tp} x {dp} = {tp * dp}")
+    if model_cfg["n_head"] % tp:
+        raise WikiGPTError(f"config: model.n_head {model_cfg['n_head']} is not divisible by train.tp {tp}")
+    if model_cfg["n_embd"] % tp:
+        raise WikiGPTError(f"config: model.n_embd {model_cfg['n_embd']} is not divisible by train.tp {tp}")
+    if vocab_size is not None:
+        padded = padded_vocab_size(vocab_size, int(model_cfg.get("vocab_multiple", 128)), tp)
+        if padded % tp:
+            raise WikiGPTError(f"config: padded vocabulary {padded} (model.vocab_multiple "
+                               f"{model_cfg.get('vocab_multiple')}) is not divisible by train.tp {tp}")
+    if train_cfg.get("sequence_parallel") and tp == 1:
+        raise WikiGPTError("config: train.sequence_parallel needs train.tp > 1")
+    return ParallelPlan(dp=dp, tp=tp, sequence_parallel=bool(train_cfg.get("sequence_parallel", False)))
+
+
+def check_seq_len(seq_len: int, plan: ParallelPlan) -> None:
+    """Sequence parallelism shards the sequence dim: it must split evenly."""
+    if plan.sequence_parallel and seq_len % plan.tp:
+        raise WikiGPTError(f"config: model.seq_len {seq_len} is not divisible by train.tp {plan.tp} "
+                           "(needed by train.sequence_parallel)")
+
+
+# ---- the mesh --------------------------------------------------------------------------------------
+def build_mesh(plan: ParallelPlan, device_type: str) -> DeviceMesh:
+    """The ("dp", "tp") mesh over the default process group; tp innermost (ranks of a tp group adjacent,
+    so on GPUs a tp group stays inside one node's NVLink domain)."""
+    if not dist.is_initialized():
+        raise WikiGPTError("parallel training needs torchrun (no process group is initialised)")
+    if dist.get_world_size() != plan.world:
+        raise WikiGPTError(f"torchrun started {dist.get_world_size()} processes, train.tp x train.dp = {plan.world}")
+    return init_device_mesh(device_type, (plan.dp, plan.tp), mesh_dim_names=MESH_DIMS)
+
+
+def dp_rank_and_size(mesh: DeviceMesh | None) -> tuple[int, int]:
+    """Which data shard this rank reads: all ranks of a tp group must read the same batch."""
+    if mesh is None:
+        return 0, 1
+    return mesh["dp"].get_local_rank(), mesh["dp"].size()
+
+
+# ---- q, k, v regrouping --------------------------------------------------------------------------------
+def qkv_to_tp_layout(t: torch.Tensor, tp: int) -> torch.Tensor:
+    """[Q; K; V] (rows) -> [Q_0; K_0; V_0; Q_1; ...]: after a contiguous row split, rank r holds its heads."""
+    rows = t.shape[0] // 3
+    return t.reshape(3, tp, rows // tp, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
+def qkv_from_tp_layout(t: torch.Tensor, tp: int) -> torch.Tensor:
+    """Inverse of qkv_to_tp_layout (the merge's regrouping)."""
+    rows = t.shape[0] // 3
+    return t.reshape(tp, 3, rows // tp, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+
+@torch.no_grad()
+def _regroup_qkv_(model: nn.Module, tp: int) -> None:
+    for block in model.h:
+        for p in (block.attn.c_attn.weight, block.attn.c_attn.bias):
+            p.copy_(qkv_to_tp_layout(p.detach().clone(), tp))
+
+
+# ---- tensor parallelism ----------------------------------------------------------------------------
+def _replicate_rest(model: nn.Module, tp_mesh: DeviceMesh) -> None:
+    """Every parameter not sharded yet (LayerNorms, positions) becomes a Replicate DTensor: the optimizer's
+    foreach kernels and DCP refuse a mix of DTensor and plain parameters."""
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if not isinstance(p, DTensor):
+                dt = DTensor.from_local(p.detach(), tp_mesh, [Replicate()], run_check=False)
+                module.register_parameter(name, nn.Parameter(dt, requires_grad=p.requires_grad))
+
+
+def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool = False) -> nn.Module:
+    """Shard `model` (a gpt2core GPT, identical on every rank) in place over `tp_mesh`; returns it."""
+    tp = tp_mesh.size()
+    cfg = model.config
+    if cfg.n_head % tp or cfg.n_embd % tp or cfg.padded_vocab_size % tp:
+        raise WikiGPTError(f"model with {cfg.n_head} heads, hidden {cfg.n_embd}, padded vocabulary "
+                           f"{cfg.padded_vocab_size} cannot be split {tp} ways")
+    _regroup_qkv_(model, tp)
+    seq = Shard(1) if sequence_parallel else Replicate()
+    parallelize_module(model, tp_mesh, {
+        "wte": RowwiseParallel(input_layouts=Replicate(), output_layouts=seq, use_local_output=False),
+        "lm_head": ColwiseParallel(input_layouts=seq, output_layouts=Shard(-1), use_local_output=False),
+        **({"ln_f": SequenceParallel()} if sequence_parallel else {}),
+    })
+    for block in model.h:
+        plan = {
+            "attn.c_attn": ColwiseParallel(),
+            "attn.c_proj": RowwiseParallel(output_layouts=seq, use_local_output=False),
+            "mlp.c_fc": ColwiseParallel(),
+            "mlp.c_proj": RowwiseParallel(output_layouts=seq, use_local_output=False),
+        }
+        if sequence_parallel:
+            plan.update({
+                "ln_1": SequenceParallel(), "ln_2": SequenceParallel(),
+                "attn": PrepareModuleInput(input_layouts=(Shard(1), None), desired_input_layouts=(Replicate(), None),
+                                           use_local_output=True),
+                "mlp": PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),),
+                                          use_local_output=True),
+            })
+        parallelize_module(block, tp_mesh, plan)
+    model.lm_head.weight = model.wte.weight  # both Shard(0) over [vocab, hidden]: the same DTensor again
+    _replicate_rest(model, tp_mesh)
+    model.tp_size = tp
+    return model
+
+
+@contextlib.contextmanager
+def tp_context(enabled: bool) -> Iterator[None]:
+    """Around forward, loss and backward of a tensor-parallel model: `loss_parallel` computes the
+    cross-entropy on vocabulary-sharded logits without gathering them, and implicit replication lets
+    plain tensors (positions, the padded-id mask, the loss mask) meet DTensors as replicated values."""
+    if not enabled:
+        yield
+        return
+    with loss_parallel(), implicit_replication():
+        yield
+
+
+def local_loss(loss: torch.Tensor) -> torch.Tensor:
+    """A replicated DTensor scalar -> the plain tensor (for logging and accumulation)."""
+    return loss.full_tensor() if isinstance(loss, DTensor) else loss
+
+
+def full_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Vocabulary-sharded logits -> the full plain tensor (evaluation, tests)."""
+    return logits.full_tensor() if isinstance(logits, DTensor) else logits
+
+
+# ---- data parallelism ------------------------------------------------------------------------------
+def apply_data_parallel(model: nn.Module, dp_mesh: DeviceMesh) -> nn.Module:
+    """FSDP2 (`fully_shard`) over the dp dimension, one unit per block plus the root: parameters (already
+    DTensors on the tp dim, if any) are sharded over dp too, gradients reduce-scattered and averaged."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.h:
+        fully_shard(block, mesh=dp_mesh)
+    fully_shard(model, mesh=dp_mesh)
+    return model
+
+
+def parallelize(model: nn.Module, plan: ParallelPlan, device_type: str) -> tuple[nn.Module, DeviceMesh]:
+    """Build the mesh and apply tp then dp; returns (the module to call, the mesh)."""
+    mesh = build_mesh(plan, device_type)
+    if plan.tp > 1:
+        apply_tensor_parallel(model, mesh["tp"], plan.sequence_parallel)
+    wrapped = apply_data_parallel(model, mesh["dp"]) if plan.dp > 1 else model
+    return wrapped, mesh
+
+
+# ---- gradients: global norm and fp16 agreement ------------------------------------------------------
+def finish_grads_(params: Iterable[torch.nn.Parameter]) -> None:
+    """After backward: gradients that DTensor left Partial (replicated LayerNorm parameters under sequence
+    parallelism see only their sequence shard) are summed over the group into the parameter's placement,
+    so the optimizer's local update and the norm read the full gradient."""
+    for p in params:
+        g = p.grad
+        if isinstance(g, DTensor) and isinstance(p, DTensor) and tuple(g.placements) != tuple(p.placements):
+            p.grad = g.redistribute(p.device_mesh, p.placements)
+
+
+def global_grad_norm(params: Iterable[torch.nn.Parameter], mesh: DeviceMesh | None = None) -> torch.Tensor:
+    """L2 norm over all gradients of the whole (sharded) model, in fp32, the same on every rank.
+
+    Each gradient's squared norm is summed over the mesh dimensions it is sharded on and counted once
+    over those it is replicated on; plain gradients count as replicated everywhere."""
+    sums: dict[tuple[int, ...], torch.Tensor] = {}
+    device = None
+    for p in params:
+        g = p.grad
+        if g is None:
+            continue
+        if isinstance(g, DTensor):
+            key = _sharded_mesh_dims(g, mesh)
+            g = g.to_local()
+        else:
+            key = ()
+        device = g.device
+        sq = g.detach().float().square().sum()
+        sums[key] = sums.get(key, torch.zeros((), device=device)) + sq
+    if device is None:
+        return torch.zeros(())
+    total = sums.pop((), torch.zeros((), device=device))
+    if mesh is not None and dist.is_initialized():
+        ndim = mesh.ndim
+        for key in _all_keys(ndim):  # every rank issues the same collectives in the same order
+            t = sums.get(key, torch.zeros((), device=device)).clone()
+            for dim in key:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=mesh.get_group(dim))
+            total = total + t
+    else:
+        for t in sums.values():
+            total = total + t
+    return total.sqrt()
+
+
+def _sharded_mesh_dims(g: DTensor, mesh: DeviceMesh | None) -> tuple[int, ...]:
+    """Indices into `mesh` of the dims `g` is sharded on (its own mesh may be a named sub-mesh)."""
+    dims = [i for i, pl in enumerate(g.placements) if not (pl.is_replicate() or pl.is_partial())]  # Shard, _StridedShard
+    names = g.device_mesh.mesh_dim_names
+    if mesh is None or not names or not mesh.mesh_dim_names:
+        return tuple(dims)
+    return tuple(sorted(mesh.mesh_dim_names.index(names[i]) for i in dims))
+
+
+def _all_keys(ndim: int) -> list[tuple[int, ...]]:
+    keys = [()]
+    for d in range(ndim):
+        keys += [k + (d,) for k in keys]
+    return sorted((k for k in keys if k), key=lambda k: (len(k), k))
+
+
+def clip_grads_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, max_norm: float,
+                inv_scale: float = 1.0) -> None:
+    """Unscale (fp16) and clip in one multiply on the local shards, with the global norm from above."""
+    grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params if p.grad is not None]
+    coef = inv_scale
+    if max_norm > 0:
+        coef *= float(torch.clamp(max_norm / (norm * inv_scale + 1e-6), max=1.0))
+    if coef != 1.0 and grads:
+        torch._foreach_mul_(grads, coef)
+
+
+def all_ranks_overflow(found_inf: bool, device: torch.device) -> bool:
+    """True when any rank saw inf/nan: every rank skips the step together, or their weights drift apart."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return found_inf
+    t = torch.tensor([1.0 if found_inf else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -128,9 +130,8 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     state = _state(model, optimizer)
     try:
         dcp.load(state, checkpoint_id=str(ckpt / "dcp"))
-    except Exception as exc:  # DCP raises CheckpointException / RuntimeError on missing or bad shards
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint "
-                           f"({' '.join(str(exc).split())[:300]})") from None
+    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
+        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
     model_sd = state["model"]
     opts = StateDictOptions(strict=False)
     if optimizer is not None:
@@ -142,6 +143,12 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     rng_file = ckpt / "rng" / f"rank_{_rank():05d}.pt"
     set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
     return meta
+
+
+def _reason(exc: BaseException) -> str:
+    """DCP wraps the cause in a multi-line traceback per rank: keep its last line (e.g. the missing file)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -161,8 +168,9 @@ def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tenso
     if not model_sd:
         raise WikiGPTError(f"{ckpt / 'dcp'}: no model tensors in the checkpoint")
     try:
-        dcp.load({"model": model_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
-    except Exception as exc:
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot read sharded checkpoint "
-                           f"({' '.join(str(exc).split())[:300]})") from None
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load({"model": model_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
+    except (Exception, CheckpointException) as exc:
+        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot read sharded checkpoint ({_reason(exc)})") from None
     return meta, model_sd

@@ -58,7 +58,9 @@ def build(tp: int, seed: int) -> GPT:
 
 def batch(step: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed * 1000 + step)
-    data = torch.randint(0, VOCAB, (GLOBAL_BATCH, SEQ + 1), generator=g)
+    shape = (GLOBAL_BATCH, SEQ + 1)  # mostly 48 frequent ids (learnable), some from the whole vocabulary
+    frequent = torch.randint(0, 48, shape, generator=g) * (VOCAB // 48)
+    data = torch.where(torch.rand(shape, generator=g) < 0.8, frequent, torch.randint(0, VOCAB, shape, generator=g))
     return data[:, :-1], data[:, 1:]
 
 

@@ -1,0 +1,89 @@
+"""Fast checks of gpt2core.parallel / merge that need no process group: config errors before launch,
+the q/k/v regrouping (SPEC merge table) and the merge of a hand-sharded state dict."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2core.errors import WikiGPTError
+from gpt2core.merge import merge_tp_state
+from gpt2core.model import GPT, GPTConfig
+from gpt2core.parallel import (
+    ParallelPlan,
+    check_parallel_config,
+    check_seq_len,
+    qkv_from_tp_layout,
+    qkv_to_tp_layout,
+)
+
+MODEL = {"n_head": 16, "n_embd": 1024, "vocab_multiple": 128, "seq_len": 1024}
+
+
+def train(**kw: object) -> dict:
+    return {"tp": 1, "dp": 1, "nproc_per_node": 1, "nnodes": 1, "sequence_parallel": False, **kw}
+
+
+def test_a_valid_layout_passes() -> None:
+    plan = check_parallel_config(MODEL, train(tp=2, dp=2, nproc_per_node=2, nnodes=2), 50257)
+    assert plan == ParallelPlan(dp=2, tp=2) and plan.world == 4
+
+
+@pytest.mark.parametrize(("model", "tr", "message"), [
+    ({"n_head": 12, "n_embd": 768}, train(tp=8, nproc_per_node=8), "model.n_head 12 is not divisible by train.tp 8"),
+    ({"n_head": 4, "n_embd": 770}, train(tp=4, nproc_per_node=4), "model.n_embd 770 is not divisible by train.tp 4"),
+    ({}, train(tp=2, dp=1, nproc_per_node=4), r"4 x 1 = 4 processes, but train.tp x train.dp = 2 x 1 = 2"),
+    ({}, train(tp=2, dp=2, nproc_per_node=2, nnodes=1), r"2 x 1 = 2 processes.*2 x 2 = 4"),
+    ({}, train(sequence_parallel=True), "sequence_parallel needs train.tp > 1"),
+])
+def test_config_errors_name_the_keys(model: dict, tr: dict, message: str) -> None:
+    with pytest.raises(WikiGPTError, match=message):
+        check_parallel_config({**MODEL, **model}, tr, 50257)
+
+
+def test_sequence_parallel_needs_a_divisible_sequence() -> None:
+    check_seq_len(1024, ParallelPlan(tp=2, sequence_parallel=True))
+    with pytest.raises(WikiGPTError, match="seq_len 1023 is not divisible by train.tp 2"):
+        check_seq_len(1023, ParallelPlan(tp=2, sequence_parallel=True))
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_qkv_regrouping_gives_each_rank_its_heads(tp: int) -> None:
+    C = 8
+    q, k, v = (torch.arange(C) + base for base in (100, 200, 300))
+    grouped = qkv_to_tp_layout(torch.cat([q, k, v]), tp)
+    per_rank = grouped.chunk(tp)
+    for r, part in enumerate(per_rank):  # rank r holds [Q_r; K_r; V_r]
+        sl = slice(r * C // tp, (r + 1) * C // tp)
+        assert torch.equal(part, torch.cat([q[sl], k[sl], v[sl]]))
+    assert torch.equal(qkv_from_tp_layout(grouped, tp), torch.cat([q, k, v]))
+    w = torch.randn(3 * C, 5)
+    assert torch.equal(qkv_from_tp_layout(qkv_to_tp_layout(w, tp), tp), w)
+
+
+def test_merge_trims_the_tp_padding_and_regroups_qkv() -> None:
+    cfg1 = GPTConfig.padded(50257, 128, 1, n_positions=8, n_layer=1, n_head=2, n_embd=8)
+    cfg2 = GPTConfig.padded(50257, 128, 2, n_positions=8, n_layer=1, n_head=2, n_embd=8)
+    assert (cfg1.padded_vocab_size, cfg2.padded_vocab_size) == (50304, 50432)
+    torch.manual_seed(0)
+    ref = {k: v for k, v in GPT(cfg1).state_dict().items() if k != "lm_head.weight"}
+    sharded = dict(ref)  # what a tp=2 run saves: q/k/v grouped per rank, embedding padded to 50432
+    sharded["wte.weight"] = torch.cat([ref["wte.weight"], torch.zeros(128, 8)])
+    for key in ("h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias"):
+        sharded[key] = qkv_to_tp_layout(ref[key], 2)
+    cfg, merged = merge_tp_state(sharded, cfg2, 2)
+    assert cfg == cfg1
+    for key, value in ref.items():
+        assert torch.equal(merged[key], value), key
+    assert merged["lm_head.weight"] is merged["wte.weight"]
+
+
+def test_merge_refuses_a_mismatched_checkpoint() -> None:
+    cfg2 = GPTConfig.padded(300, 64, 2, n_positions=8, n_layer=1, n_head=2, n_embd=8)
+    sd = {k: v for k, v in GPT(cfg2).state_dict().items() if k != "lm_head.weight"}
+    bad = {**sd, "h.0.mlp.c_fc.weight": torch.zeros(16, 8)}
+    with pytest.raises(WikiGPTError, match=r"ck: h.0.mlp.c_fc.weight has shape \(16, 8\)"):
+        merge_tp_state(bad, cfg2, 2, "ck")
+    del sd["ln_f.bias"]
+    with pytest.raises(WikiGPTError, match="'ln_f.bias' missing"):
+        merge_tp_state(sd, cfg2, 2, "ck")

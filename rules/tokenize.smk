@@ -17,6 +17,7 @@ rule tokenize:
     input:
         parquet=f"{DATA}/presplit/{{corpus}}/{{shard}}.parquet",
         tokenizer=tokenizer_json(),
+        check=f"{RESULTS}/tokenizer/tiktoken_check.json",
     output:
         _token_files("{corpus}", "{shard}"),
     wildcard_constraints:

@@ -1,5 +1,6 @@
 # tokenizer: results/tokenizer/tokenizer.json, OpenAI's GPT-2 BPE (kind gpt2, files through `download`)
-# or a byte-level BPE trained on a sample of every corpus (kind bpe).
+# or a byte-level BPE trained on a sample of every corpus (kind bpe); tiktoken_check.json records once
+# whether a tiktoken Encoding built from it gives the same ids (gpt2core.data.encoder), so workers skip it.
 
 
 def _tokenizer_inputs(wildcards):
@@ -21,7 +22,8 @@ rule tokenizer:
     input:
         unpack(_tokenizer_inputs),
     output:
-        tokenizer_json(),
+        json=tokenizer_json(),
+        check=f"{RESULTS}/tokenizer/tiktoken_check.json",
     params:
         tok=_tokenizer_params(),
         corpora=list(CORPORA),

@@ -209,6 +209,20 @@ def test_gpt2_tokenizer_loads_everywhere_and_tiktoken_matches(gpt2_json):
     assert load_encoder(gpt2_json, prefer_tiktoken=False).encode_batch([text]) == [ids]
 
 
+def test_recorded_check_is_used_only_for_the_same_bytes(gpt2_json, tmp_path):
+    from gpt2core.data.encoder import CHECK_FILE, write_check
+
+    tok = tmp_path / "tokenizer.json"
+    tok.write_bytes(gpt2_json.read_bytes())
+    assert write_check(tok, tmp_path / CHECK_FILE)["tiktoken_agrees"] is True
+    assert load_encoder(tok).backend == "tiktoken"
+    verdict = json.loads((tmp_path / CHECK_FILE).read_text())
+    (tmp_path / CHECK_FILE).write_text(json.dumps({**verdict, "tiktoken_agrees": False}))
+    assert load_encoder(tok).backend == "tokenizers"  # the recorded verdict is obeyed
+    (tmp_path / CHECK_FILE).write_text(json.dumps({"tokenizer_sha256": "0" * 64, "tiktoken_agrees": False}))
+    assert load_encoder(tok).backend == "tiktoken"  # a verdict for other bytes is ignored: probe again
+
+
 def test_trained_bpe_tiktoken_agrees_with_tokenizers(tmp_path):
     text_docs = [{"id": str(i), "title": str(i), "text": f"Document {i} talks about bread, tea and rain. " * 30}
                  for i in range(40)]

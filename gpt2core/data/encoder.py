@@ -16,6 +16,7 @@ from pathlib import Path
 from gpt2core.errors import WikiGPTError
 
 EOD = "<|endoftext|>"
+CHECK_FILE = "tiktoken_check.json"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PROBE = (
     "The quick brown fox's 3 jumps (1,234.5 m) over the lazy dog. It's 100% true -- isn't it?\n\n"
@@ -102,24 +103,67 @@ def _agrees(hf, enc, texts: list[str]) -> bool:
     return got == want
 
 
+def probe_agrees(hf, spec: dict, name: str):
+    """The tiktoken Encoding for `spec` if it gives the same ids as `hf` on the probe, else None."""
+    if not _is_plain_byte_level(spec):
+        return None
+    enc = _build_tiktoken(spec, name)
+    if enc is None:
+        return None
+    special = {t["content"] for t in spec.get("added_tokens", [])}
+    vocab_texts = hf.decode_batch([[i] for i in range(hf.get_vocab_size())], skip_special_tokens=False)
+    probe = [PROBE] + [t for t in vocab_texts if t and t not in special and "\ufffd" not in t]
+    return enc if _agrees(hf, enc, probe) else None
+
+
+def write_check(tokenizer_json: str | Path, out: str | Path) -> dict:
+    """Run the probe once (in the tokenizer stage) and record its verdict beside the tokenizer."""
+    from tokenizers import Tokenizer
+
+    from gpt2core.fsutil import sha256_file, write_text_atomic
+
+    text = Path(tokenizer_json).read_text(encoding="utf-8")
+    agrees = probe_agrees(Tokenizer.from_str(text), json.loads(text), Path(tokenizer_json).stem) is not None
+    verdict = {"tokenizer_sha256": sha256_file(tokenizer_json), "tiktoken_agrees": agrees}
+    write_text_atomic(out, json.dumps(verdict) + "\n")
+    return verdict
+
+
+def _recorded_verdict(path: Path, raw: bytes) -> bool | None:
+    """The verdict in `tiktoken_check.json` beside `path`, if it was made for exactly this file."""
+    import hashlib
+
+    check = path.with_name(CHECK_FILE)
+    try:
+        verdict = json.loads(check.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if verdict.get("tokenizer_sha256") != hashlib.sha256(raw).hexdigest():
+        return None
+    return bool(verdict.get("tiktoken_agrees"))
+
+
 def load_encoder(tokenizer_json: str | Path, prefer_tiktoken: bool = True) -> Encoder:
-    """The encoder for `tokenizer_json`: tiktoken when it is checked to give identical ids, else tokenizers."""
+    """The encoder for `tokenizer_json`: tiktoken when it is checked to give identical ids, else tokenizers.
+
+    The check is the probe above; its verdict is taken from `tiktoken_check.json` beside the file when
+    that was written for the same bytes (the tokenizer stage writes it), so workers skip the probe.
+    """
     from tokenizers import Tokenizer
 
     path = Path(tokenizer_json)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
         hf = Tokenizer.from_str(text)
         spec = json.loads(text)
-    except (OSError, ValueError, Exception) as exc:  # tokenizers raises its own Exception type
+    except Exception as exc:  # OSError, ValueError, or tokenizers' own Exception type
         raise WikiGPTError(f"{path}: cannot load tokenizer ({exc})") from None
-    enc = None
-    if prefer_tiktoken and _is_plain_byte_level(spec):
-        enc = _build_tiktoken(spec, path.stem)
-        if enc is not None:
-            special = {t["content"] for t in spec.get("added_tokens", [])}
-            vocab_texts = [hf.decode([i]) for i in range(hf.get_vocab_size())]
-            probe = [PROBE] + [t for t in vocab_texts if t and t not in special and "\ufffd" not in t]
-            if not _agrees(hf, enc, probe):
-                enc = None
-    return Encoder(hf, enc)
+    if not prefer_tiktoken:
+        return Encoder(hf, None)
+    recorded = _recorded_verdict(path, raw)
+    if recorded is False:
+        return Encoder(hf, None)
+    if recorded is True:
+        return Encoder(hf, _build_tiktoken(spec, path.stem))
+    return Encoder(hf, probe_agrees(hf, spec, path.stem))

@@ -27,6 +27,7 @@ SPLITS = ("train", "valid", "test")
 DTYPES = {"uint16": ("H", np.dtype("<u2"), 1 << 16), "uint32": ("I", np.dtype("<u4"), 1 << 32)}
 BATCH_DOCS = 256
 CHECK_DOCS = 16
+CHECK_CHARS = 20_000
 
 
 def split_of(doc_id: str, seed: int, bounds: tuple[float, float]) -> int:
@@ -55,7 +56,10 @@ def _checked(encoder: Encoder, texts: list[str], log) -> Encoder:
     """Confirm tiktoken and tokenizers agree on this shard's first documents; else use tokenizers."""
     if encoder.backend != "tiktoken" or not texts:
         return encoder
-    sample = texts[:CHECK_DOCS]
+    sample, size = [], 0
+    for text in texts[:CHECK_DOCS]:  # a few documents, at most ~CHECK_CHARS (tokenizers is slow)
+        sample.append(text[: max(0, CHECK_CHARS - size)])
+        size += len(sample[-1])
     want = [e.ids for e in encoder.hf.encode_batch(sample, add_special_tokens=False)]
     if encoder.encode_batch(sample) == want:
         return encoder

@@ -9,17 +9,19 @@ os.environ["RAYON_NUM_THREADS"] = str(snakemake.threads)  # tokenizers' training
 
 
 def main() -> None:
+    from gpt2core.data.encoder import write_check
     from gpt2core.data.tokenizer import build_gpt2, train_bpe
 
     tok = snakemake.params.tok
     if tok["kind"] == "gpt2":
-        info = build_gpt2(snakemake.input.encoder, snakemake.input.vocab, snakemake.output[0])
+        info = build_gpt2(snakemake.input.encoder, snakemake.input.vocab, snakemake.output.json)
     else:
         files = list(snakemake.input.shards)
         n = snakemake.params.shards
         corpora = [files[i * n:(i + 1) * n] for i in range(len(snakemake.params.corpora))]
-        info = train_bpe(corpora, snakemake.output[0], tok["vocab_size"], tok["min_frequency"],
+        info = train_bpe(corpora, snakemake.output.json, tok["vocab_size"], tok["min_frequency"],
                          tok["sample_bytes"])
+    info["check"] = write_check(snakemake.output.json, snakemake.output.check)
     with open(snakemake.log[0], "a", encoding="utf-8") as log:
         log.write(json.dumps(info) + "\n")
 

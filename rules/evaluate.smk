@@ -71,6 +71,8 @@ rule eval_table:
     input:
         ppl=[f"{RESULTS}/ppl_wiki103.json"] if WIKI103.get("source") else [],
         lambada=[f"{RESULTS}/lambada.json"] if RUN_LAMBADA else [],
+        done=f"{RESULTS}/train/done.json",
+        metrics=f"{RESULTS}/train/metrics.jsonl",
     output:
         report(f"{RESULTS}/eval_table.html", category="Evaluation", caption="../workflow/report/eval_table.rst"),
     params:

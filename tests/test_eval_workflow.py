@@ -38,6 +38,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = small_bpe_json(read_text(SAMPLE / "wiki.test.tokens"), wd / "tok.json")
     vocab = len(json.loads(tok.read_text())["model"]["vocab"])
     export_tiny(tiny_gpt(vocab, n_positions=64), wd / "results" / "model", tok)
+    # the trainer's summary and metrics, which the results table reads (format of gpt2core.train)
+    (wd / "results/train").mkdir(parents=True)
+    (wd / "results/train/done.json").write_text(json.dumps(
+        {"iterations": 3, "tokens": 6144, "final_train_loss": 5.25, "final_valid_loss": None,
+         "skipped_steps": 0, "wall_time_s": 1.5}))
+    (wd / "results/train/metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "tokens": 2048 * s, "loss": 6.0 - s / 4, "tokens_per_s": r}) + "\n"
+        for s, r in ((1, 10.0), (2, 4000.0), (3, 5000.0))))
     set_eval(wd)
     proc = run_snakemake(wd, TABLE, *EVAL_RULES)
     assert {"ppl_wiki103", "lambada", "eval_table"} <= ran(proc)
@@ -54,6 +62,7 @@ def test_outputs(workdir: Path) -> None:
     assert lam["lines"] == 102 and lam["eval_file"] == "data/downloads/eval/lambada/lambada_sample.jsonl"
     table = (workdir / TABLE).read_text()
     assert f"{ppl['word_ppl']:.2f}" in table and "37.50" in table and "45.99" in table
+    assert "<td>4,500</td>" in table  # median training tokens/s over steps after the first
     assert "windows" in (workdir / "logs/ppl_wiki103/ppl_wiki103.log").read_text()  # the progress bar
     assert (workdir / "logs/benchmarks/ppl_wiki103/ppl_wiki103.tsv").exists()
 

@@ -1,10 +1,12 @@
 """The results table for the Snakemake report: our WikiText-103 perplexity and LAMBADA accuracy next to the
-published numbers in SPEC.md, as one self-contained HTML file (the report embeds it as is)."""
+published numbers in SPEC.md, and the training run's size and throughput, as one self-contained HTML file
+(the report embeds it as is)."""
 
 from __future__ import annotations
 
 import html
 import json
+import statistics
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
@@ -40,7 +42,45 @@ def results_rows(ppl: dict | None, lambada: dict | None, run_name: str) -> list[
     return [(f"this run ({run_name})", ours_ppl, ours_acc), *PUBLISHED]
 
 
-def render_table(ppl: dict | None, lambada: dict | None, run_name: str) -> str:
+def training_summary(done_json: str | Path | None, metrics_jsonl: str | Path | None) -> dict | None:
+    """Iterations, tokens, final losses (results/train/done.json) and the median training tokens/s over the
+    logged steps after the first (which carries start-up cost) from results/train/metrics.jsonl."""
+    done = _read_json(done_json)
+    if done is None:
+        return None
+    rates = []
+    if metrics_jsonl is not None:
+        path = Path(metrics_jsonl)
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else {}
+            except json.JSONDecodeError:
+                raise WikiGPTError(f"{path}:{lineno}: not valid JSON") from None
+            if isinstance(row, dict) and isinstance(row.get("tokens_per_s"), (int, float)) and row.get("step", 0) > 1:
+                rates.append(float(row["tokens_per_s"]))
+    return {**done, "median_tokens_per_s": statistics.median(rates) if rates else None}
+
+
+def _fmt(value: object, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) if isinstance(value, (int, float)) and spec else str(value)
+
+
+def render_training(summary: dict) -> str:
+    rows = [
+        ("iterations", _fmt(summary.get("iterations"), ",")),
+        ("tokens trained", _fmt(summary.get("tokens"), ",")),
+        ("final train loss", _fmt(summary.get("final_train_loss"), ".4f")),
+        ("final valid loss", _fmt(summary.get("final_valid_loss"), ".4f")),
+        ("median training throughput (tokens/s)", _fmt(summary.get("median_tokens_per_s"), ",.0f")),
+        ("training wall time (s)", _fmt(summary.get("wall_time_s"), ",.0f")),
+    ]
+    body = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<h3>Training run</h3>\n<table><tbody>\n{body}\n</tbody></table>\n"
+
+
+def render_table(ppl: dict | None, lambada: dict | None, run_name: str, training: dict | None = None) -> str:
     rows = results_rows(ppl, lambada, run_name)
     body = "\n".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
@@ -61,13 +101,16 @@ def render_table(ppl: dict | None, lambada: dict | None, run_name: str) -> str:
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Evaluation results</title>"
         "<style>table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #999;"
         "padding:4px 8px}td:nth-child(n+2){text-align:right}</style></head><body>\n"
-        "<table><thead><tr><th>model</th><th>WikiText-103 ppl (word-level)</th><th>LAMBADA acc (%)</th>"
-        f"</tr></thead><tbody>\n{body}\n</tbody></table>\n{notes_html}\n</body></html>\n"
+        "<h3>Evaluation</h3>\n<table><thead><tr><th>model</th><th>WikiText-103 ppl (word-level)</th><th>LAMBADA acc (%)</th>"
+        f"</tr></thead><tbody>\n{body}\n</tbody></table>\n{notes_html}\n"
+        f"{render_training(training) if training else ''}</body></html>\n"
     )
 
 
 def write_results_table(out_html: str | Path, ppl_json: str | Path | None = None,
-                        lambada_json: str | Path | None = None, run_name: str = "default") -> None:
-    text = render_table(_read_json(ppl_json), _read_json(lambada_json), run_name)
+                        lambada_json: str | Path | None = None, run_name: str = "default",
+                        done_json: str | Path | None = None, metrics_jsonl: str | Path | None = None) -> None:
+    text = render_table(_read_json(ppl_json), _read_json(lambada_json), run_name,
+                        training_summary(done_json, metrics_jsonl))
     with atomic_path(out_html) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -117,15 +117,14 @@ def check_complete(ckpt: Path, meta: dict) -> None:
 def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                  model_config: dict, tp: int) -> dict:
     """Collective: restore this rank's shards of model and optimizer (and its RNG) in place; return meta.
-    The model must already be parallelised with the same tp (the global shapes depend on it)."""
+    Saved under the same tp: each rank reads its own shards. Under another tp: load_resharded."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
-    check_compatible(ckpt, meta, model_config)
     if meta.get("layout") != LAYOUT:
         raise WikiGPTError(f"{ckpt}: not a sharded (DCP) checkpoint")
-    if int(meta.get("tp", 1)) != tp:
-        raise WikiGPTError(f"{ckpt}: saved with train.tp={meta.get('tp')}, this run has tp={tp} "
-                           "(merge it with `rule merge` and start a new run, or keep the tp)")
+    if int(meta.get("tp", 1)) != tp and optimizer is not None:
+        return load_resharded(ckpt, model, optimizer, model_config, tp)
+    check_compatible(ckpt, meta, model_config)
     check_complete(ckpt, meta)
     state = _state(model, optimizer)
     try:
@@ -142,6 +141,82 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
         set_model_state_dict(model, model_sd, options=opts)
     rng_file = ckpt / "rng" / f"rank_{_rank():05d}.pt"
     set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+    return meta
+
+
+# ---- resharding: resume under another tensor-parallel size ---------------------------------------------
+def _read_full(ckpt: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Every rank reads the full saved tensors whose keys start with `prefixes` (DCP reassembles shards)."""
+    metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata()
+    full = {k: torch.empty(md.size, dtype=md.properties.dtype) for k, md in metadata.state_dict_metadata.items()
+            if k.startswith(prefixes) and isinstance(md, TensorStorageMetadata)}
+    try:
+        dcp.load(full, checkpoint_id=str(ckpt / "dcp"))
+    except (Exception, CheckpointException) as exc:
+        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
+    return full
+
+
+def _relayout(name: str, t: torch.Tensor, tp_old: int, tp_new: int, padded_new: int) -> torch.Tensor:
+    """A full tensor saved at tp_old -> the full tensor a tp_new model holds (q/k/v regrouped, vocabulary
+    rows trimmed or zero-padded; padded rows never carry a gradient, so their content is irrelevant)."""
+    from gpt2core.parallel import qkv_from_tp_layout, qkv_to_tp_layout
+
+    if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
+        return qkv_to_tp_layout(qkv_from_tp_layout(t, tp_old), tp_new)
+    if name in ("wte.weight", TIED) and t.shape[0] != padded_new:
+        out = t.new_zeros(padded_new, *t.shape[1:])
+        rows = min(padded_new, t.shape[0])
+        out[:rows] = t[:rows]
+        return out
+    return t
+
+
+def _fill(target: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy this rank's part of `full` into `target` (a DTensor shard or a plain tensor)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(target, DTensor):
+        local = distribute_tensor(full.to(target.dtype), target.device_mesh, target.placements, src_data_rank=None)
+        target.to_local().copy_(local.to_local())
+    else:
+        target.copy_(full.to(target.dtype))
+
+
+def load_resharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   model_config: dict, tp: int) -> dict:
+    """Collective: resume a checkpoint saved under another tp (and/or dp) into this run's layout.
+    Every rank reads the full tensors (the model must fit in host memory once per rank)."""
+    ckpt = Path(ckpt)
+    meta = read_meta(ckpt)
+    saved = {k: v for k, v in meta["model_config"].items() if k != "padded_vocab_size"}
+    check_compatible(ckpt, {**meta, "model_config": saved},
+                     {k: v for k, v in model_config.items() if k != "padded_vocab_size"})
+    check_complete(ckpt, meta)
+    tp_old, padded_new = int(meta.get("tp", 1)), int(model_config["padded_vocab_size"])
+    full = _read_full(ckpt, ("model.", "optim.state."))
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd.pop(TIED, None)
+    with torch.no_grad():
+        for name, target in model_sd.items():
+            if f"model.{name}" not in full:
+                raise WikiGPTError(f"{ckpt / 'dcp'}: tensor model.{name} missing")
+            _fill(target, _relayout(name, full[f"model.{name}"], tp_old, tp, padded_new))
+        for fqn, states in optim_sd["state"].items():
+            for key, target in states.items():
+                src = full.get(f"optim.state.{fqn}.{key}")
+                if src is None:
+                    raise WikiGPTError(f"{ckpt / 'dcp'}: optimizer state optim.state.{fqn}.{key} missing")
+                if key == "step":  # a plain scalar tensor in every layout
+                    states[key] = src.clone()
+                else:
+                    _fill(target, _relayout(fqn, src, tp_old, tp, padded_new))
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                   options=StateDictOptions(strict=False))
+    rng_dir = ckpt / "rng"
+    rng_file = rng_dir / f"rank_{_rank():05d}.pt"
+    set_rng_state(torch.load(rng_file if rng_file.is_file() else rng_dir / "rank_00000.pt", map_location="cpu",
+                             weights_only=True))
     return meta
 
 

@@ -189,7 +189,7 @@ def gpt2_json(tmp_path_factory):
     enc = shared_file(f"{GPT2}/encoder.json")
     out = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     info = build_gpt2(enc, shared_file(f"{GPT2}/vocab.bpe"), out)
-    assert info == {"vocab_size": 50257, "merges": 50000, "eod_id": 50256}
+    assert info == {"vocab_size": 50257, "merges": 50000, "eod_id": 50256, "openai_gpt2_files": True}
     return out
 
 

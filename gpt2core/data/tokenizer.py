@@ -12,7 +12,12 @@ import pyarrow.parquet as pq
 
 from gpt2core.data.encoder import EOD
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import atomic_path
+from gpt2core.fsutil import atomic_path, sha256_file
+
+# OpenAI's published GPT-2 files (also pinned in configs/gpt2-small-enwiki.yaml); reported in the log so a
+# run on other files under the same names is visible.
+GPT2_SHA256 = {"encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+               "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"}
 
 
 def _byte_level(tok) -> None:
@@ -46,7 +51,10 @@ def build_gpt2(encoder_json: str | Path, vocab_bpe: str | Path, out: str | Path)
     tok.add_special_tokens([EOD])
     with atomic_path(out) as tmp:
         tok.save(str(tmp))
-    return {"vocab_size": tok.get_vocab_size(), "merges": len(merges), "eod_id": tok.token_to_id(EOD)}
+    official = (sha256_file(encoder_json) == GPT2_SHA256["encoder.json"]
+                and sha256_file(vocab_bpe) == GPT2_SHA256["vocab.bpe"])
+    return {"vocab_size": tok.get_vocab_size(), "merges": len(merges), "eod_id": tok.token_to_id(EOD),
+            "openai_gpt2_files": official}
 
 
 def corpus_sample(parquet_files: list[str], sample_bytes: int) -> Iterator[str]:

@@ -232,9 +232,20 @@ def test_trained_bpe_tiktoken_agrees_with_tokenizers(tmp_path):
     assert info["vocab_size"] == 300 and info["eod_id"] == 0
     enc = load_encoder(tmp_path / "tok.json")
     assert enc.backend == "tiktoken"
-    stats = tokenize_shard(tmp_path / "s.parquet", tmp_path / "tok.json", tmp_path / "t", [1, 1, 1], 7)
-    total = sum(s["documents"] for s in stats["splits"].values())
-    assert total == 40 and stats["encoder"] == "tiktoken"
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tok.json"))
+    assert fast("bread, tea and rain")["input_ids"] == enc.encode("bread, tea and rain")
+    text = json.loads((tmp_path / "p/AA/wiki_00").read_text().splitlines()[0])["text"]  # one line per paragraph
+    for dtype, np_dtype in (("uint16", "<u2"), ("uint32", "<u4")):
+        out = tmp_path / dtype
+        stats = tokenize_shard(tmp_path / "s.parquet", tmp_path / "tok.json", out, [1, 1, 1], 7, dtype)
+        assert sum(s["documents"] for s in stats["splits"].values()) == 40 and stats["encoder"] == "tiktoken"
+        decoded = [enc.decode(np.fromfile(out / f"{s}.bin", dtype=np_dtype).tolist()) for s in ("train", "valid", "test")]
+        assert sum(d.count("<|endoftext|>") for d in decoded) == 40
+        assert (out / "train.bin").stat().st_size == stats["splits"]["train"]["tokens"] * int(np_dtype[-1])
+    assert text.startswith("Document 0 talks") and any(
+        "Document 0 talks about bread, tea and rain.\nDocument 0 talks" in d for d in decoded)  # sentence-split
 
 
 def test_uint16_refuses_a_large_vocabulary(gpt2_json, tmp_path):

@@ -56,6 +56,20 @@ def test_checksum_file_lookup_and_glob_expansion():
 
 
 # ---------------------------------------------------------------- download
+def test_expand_source_turns_a_glob_into_every_listed_part(tmp_path):
+    from gpt2core.data.download import expand_source
+
+    (tmp_path / "sums.txt").write_text(SUMS)
+    src = {"url": "https://x/enwiki-latest-pages-articles[0-9]*.xml-p*.bz2", "checksums_url": str(tmp_path / "sums.txt")}
+    parts = expand_source(src)
+    assert [p["url"].rsplit("/", 1)[1] for p in parts] == ["enwiki-latest-pages-articles1.xml-p1p41242.bz2",
+                                                           "enwiki-latest-pages-articles2.xml-p41243p151573.bz2"]
+    assert all(p["checksums_url"] == src["checksums_url"] for p in parts)
+    assert expand_source({"url": "https://x/a.bz2"}) == [{"url": "https://x/a.bz2"}]
+    with pytest.raises(WikiGPTError, match="needs checksums_url"):
+        expand_source({"url": "https://x/*.bz2"})
+
+
 def test_download_local_verifies_checksum(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"hello world\n" * 1000)

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from gpt2core.data.checksums import expected_digest, file_digest
+from gpt2core.data.checksums import expand_glob, expected_digest, file_digest
 from gpt2core.errors import WikiGPTError
 
 CHUNK = 1 << 20
@@ -140,3 +140,18 @@ def download(source: dict, dest: str | Path) -> str | None:
 
 
 
+
+
+def expand_source(source: dict) -> list[dict]:
+    """One source per dump part: a URL whose file name is a glob (`...articles[0-9]*.xml-p*.bz2`) becomes
+    every file the source's `checksums_url` lists that matches it (sorted); other sources stay as they are.
+    Meant for config loading (Wikimedia ships enwiki as ~27 parts listed in one *-sha1sums.txt)."""
+    name = source["url"].rstrip("/").rsplit("/", 1)[-1]
+    if not any(c in name for c in "*?["):
+        return [source]
+    if not source.get("checksums_url"):
+        raise WikiGPTError(f"{source['url']}: a glob in a URL needs checksums_url to list the files")
+    urls = expand_glob(source["url"], read_small(source["checksums_url"]))
+    if not urls:
+        raise WikiGPTError(f"{source['checksums_url']}: lists no file matching {name}")
+    return [{**source, "url": url} for url in urls]

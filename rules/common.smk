@@ -12,6 +12,12 @@ from snakemake.utils import validate
 CONFIG_SCHEMA = "../workflow/schemas/config.schema.yaml"
 
 
+def fail(message):
+    """Stop before any job runs with one line on stderr."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 def check_config(cfg, schema_path):
     """Fail before any job runs, in one line that names the offending key (jsonschema's own report is a page)."""
     with open(schema_path, encoding="utf-8") as fh:
@@ -27,13 +33,27 @@ def check_config(cfg, schema_path):
         message = f"unknown key {', '.join(map(repr, unknown))} in {where}"
     else:
         message = f"{where}: {err.message}"
-    print(f"error: config: {message}", file=sys.stderr)
-    sys.exit(1)
+    fail(f"config: {message}")
 
 
 check_config(config, workflow.source_path(CONFIG_SCHEMA))
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
+
+
+def expand_sources(cfg):
+    """A dump URL with a glob in its file name becomes one source per matching part in its checksum file."""
+    from gpt2core.data.download import expand_source
+    from gpt2core.errors import WikiGPTError
+
+    try:
+        for corpus in cfg["corpora"]:
+            corpus["sources"] = [part for src in corpus["sources"] for part in expand_source(src)]
+    except WikiGPTError as exc:
+        fail(str(exc))
+
+
+expand_sources(config)
 CORPORA = {c["name"]: c for c in config["corpora"]}
 if len(CORPORA) != len(config["corpora"]):
     raise ValueError("config: corpora names must be unique")

@@ -1,0 +1,51 @@
+"""Config: presets validate against the schema; dump globs expand through the checksum file at DAG time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+from conftest import REPO, run_snakemake, tiny_config, write_config
+
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+PRESETS = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "config.yaml"]
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_preset_is_valid(preset: Path) -> None:
+    config = yaml.safe_load(preset.read_text(encoding="utf-8"))
+    errors = [e.message for e in Draft202012Validator(SCHEMA).iter_errors(config)]
+    assert errors == []
+
+
+@pytest.mark.e2e
+def test_dump_glob_expands_to_parts_from_checksum_file(tmp_path: Path) -> None:
+    sums = tmp_path / "enwiki-latest-sha1sums.txt"
+    sums.write_text(
+        f"{'a' * 40}  enwiki-latest-pages-articles1.xml-p1p41242.bz2\n"
+        f"{'b' * 40}  enwiki-latest-pages-articles2.xml-p41243p151573.bz2\n"
+        f"{'c' * 40}  enwiki-latest-pages-articles.xml.bz2\n",
+        encoding="utf-8",
+    )
+    source = {"url": f"file://{tmp_path}/enwiki-latest-pages-articles[0-9]*.xml-p*.bz2",
+              "checksums_url": str(sums)}
+    config = tiny_config()
+    config["corpora"][0]["sources"] = [source]
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", check=True)
+    text = proc.stdout + proc.stderr
+    assert "data/extract/samplewiki/enwiki-latest-pages-articles1.xml-p1p41242.bz2" in text
+    assert "data/extract/samplewiki/enwiki-latest-pages-articles2.xml-p41243p151573.bz2" in text
+    assert "data/extract/samplewiki/enwiki-latest-pages-articles.xml.bz2" not in text
+
+
+def test_unknown_key_is_one_line_error(tmp_path: Path) -> None:
+    config = tiny_config()
+    config["train"]["itres"] = 5
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert "error: config: unknown key 'itres' in train" in proc.stderr

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,7 @@ from torch.distributed.tensor.parallel import (
 )
 
 from gpt2core.errors import WikiGPTError
+from gpt2core.model import GPT, GPTConfig
 from gpt2core.vocab import padded_vocab_size
 
 MESH_DIMS = ("dp", "tp")
@@ -83,6 +84,26 @@ def check_seq_len(seq_len: int, plan: ParallelPlan) -> None:
     if plan.sequence_parallel and seq_len % plan.tp:
         raise WikiGPTError(f"config: model.seq_len {seq_len} is not divisible by train.tp {plan.tp} "
                            "(needed by train.sequence_parallel)")
+
+
+def init_model(cfg: GPTConfig, seed: int) -> GPT:
+    """The model for `cfg` initialised as the tp=1 model would be, its extra padded vocabulary rows zero:
+    the padding grows with tp (gpt2core.vocab), and without this every tp would draw other random weights,
+    so tp=2 and tp=1 runs could not start from the same init. Padded rows never receive gradient."""
+    cfg1 = replace(cfg, padded_vocab_size=padded_vocab_size(cfg.vocab_size, cfg.vocab_multiple, 1))
+    torch.manual_seed(seed)
+    model = GPT(cfg1)
+    if cfg1.padded_vocab_size == cfg.padded_vocab_size:
+        return model
+    with torch.device("meta"):
+        wide = GPT(cfg)
+    state = model.state_dict()
+    extra = cfg.padded_vocab_size - cfg1.padded_vocab_size
+    state["wte.weight"] = torch.cat([state["wte.weight"], state["wte.weight"].new_zeros(extra, cfg.n_embd)])
+    state.pop("lm_head.weight")
+    wide.load_state_dict(state, strict=False, assign=True)
+    wide.lm_head.weight = wide.wte.weight
+    return wide
 
 
 # ---- the mesh --------------------------------------------------------------------------------------

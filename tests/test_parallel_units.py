@@ -87,3 +87,18 @@ def test_merge_refuses_a_mismatched_checkpoint() -> None:
     del sd["ln_f.bias"]
     with pytest.raises(WikiGPTError, match="'ln_f.bias' missing"):
         merge_tp_state(sd, cfg2, 2, "ck")
+
+
+def test_every_tp_starts_from_the_tp1_init() -> None:
+    from gpt2core.parallel import init_model
+
+    kw = {"n_positions": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
+    torch.manual_seed(5)
+    plain = GPT(GPTConfig.padded(300, 128, 1, **kw)).state_dict()
+    for tp in (1, 2, 4):
+        model = init_model(GPTConfig.padded(300, 128, tp, **kw), seed=5)
+        assert model.wte.weight.shape[0] == {1: 384, 2: 512, 4: 512}[tp]
+        assert model.lm_head.weight is model.wte.weight
+        for key, value in model.state_dict().items():
+            assert torch.equal(value[: plain[key].shape[0]], plain[key]), (tp, key)
+        assert not model.wte.weight[384:].any()

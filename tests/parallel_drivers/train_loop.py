@@ -29,6 +29,7 @@ from gpt2core.parallel import (
     finish_grads_,
     full_logits,
     global_grad_norm,
+    init_model,
     local_loss,
     parallelize,
     tp_context,
@@ -45,15 +46,7 @@ def tiny_config(tp: int) -> GPTConfig:
 
 def build(tp: int, seed: int) -> GPT:
     """Weights from the tp=1 init, the embedding padded with zero rows up to the tp padding."""
-    torch.manual_seed(seed)
-    ref = GPT(tiny_config(1))
-    model = GPT(tiny_config(tp))
-    sd = {k: v for k, v in ref.state_dict().items() if k != "lm_head.weight"}
-    wte = model.wte.weight.detach().clone().zero_()
-    wte[: sd["wte.weight"].shape[0]] = sd["wte.weight"]
-    sd["wte.weight"] = wte
-    model.load_state_dict(sd, strict=False)
-    return model
+    return init_model(tiny_config(tp), seed)
 
 
 def batch(step: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

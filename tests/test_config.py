@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
-
 from conftest import REPO, run_snakemake, tiny_config, write_config
+from jsonschema import Draft202012Validator
 
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
 PRESETS = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "config.yaml"]

@@ -45,7 +45,7 @@ def our_step(model: GPT, opt: torch.optim.Optimizer, batch) -> float:
     unscale_and_clip_(params, global_grad_norm(params), 1.0, 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def hf_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch, vocab: int) -> float:
@@ -55,7 +55,7 @@ def hf_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch, vocab: in
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
 
 def timed(step, data: list, warmup: int) -> tuple[float, float]:

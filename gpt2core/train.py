@@ -22,7 +22,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -70,7 +70,6 @@ class State:
     wall_time: float = 0.0
     last_loss: float | None = None
     last_valid: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:

@@ -13,7 +13,7 @@ rule generate:
         tokenizer=f"{RESULTS}/model/tokenizer.json",
         prompts_file=_prompts_file(),
     output:
-        report(f"{RESULTS}/samples.jsonl", category="Generation", caption="text sampled from the trained model"),
+        report(f"{RESULTS}/samples.jsonl", category="Generation", caption="../workflow/report/samples.rst"),
     params:
         prompts=config["generate"]["prompts"],
         prompts_file=config["generate"]["prompts_file"],

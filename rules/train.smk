@@ -41,7 +41,7 @@ rule loss_curve:
     input:
         metrics=f"{RESULTS}/train/metrics.jsonl",
     output:
-        report(f"{RESULTS}/loss_curve.png", category="Training", caption="train and valid loss against tokens"),
+        report(f"{RESULTS}/loss_curve.png", category="Training", caption="../workflow/report/loss_curve.rst"),
     params:
         run_name=config["run_name"],
     threads: 1

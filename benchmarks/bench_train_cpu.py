@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--micro-batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     import transformers
 
@@ -104,12 +105,16 @@ def main() -> None:
             opt = build_optimizer(m, 2e-4, 0.01, (0.9, 0.999), 1e-8, "cpu")
             return timed(lambda b: hf_step(m, opt, b, cfg.vocab_size), data, args.warmup)
 
-        results = {}
-        for name, fn, flush in (("hf", hf, False), ("ours", ours, True), ("hf+flush", hf, True),
-                                ("ours-noflush", ours, False)):
-            torch.set_flush_denormal(flush)
-            results[name] = fn()
-            print(f"{name:13s} {results[name][0]:9.0f} tokens/s  (mean loss {results[name][1]:.4f})", flush=True)
+        variants = (("hf", hf, False), ("ours", ours, True), ("hf+flush", hf, True), ("ours-noflush", ours, False))
+        results: dict[str, tuple[float, float]] = {}
+        for _ in range(args.rounds):  # interleaved rounds, best of each: the machine is shared and noisy
+            for name, fn, flush in variants:
+                torch.set_flush_denormal(flush)
+                tps, loss = fn()
+                if name not in results or tps > results[name][0]:
+                    results[name] = (tps, loss)
+        for name, (tps, loss) in results.items():
+            print(f"{name:13s} {tps:9.0f} tokens/s  (best of {args.rounds}; mean loss {loss:.4f})", flush=True)
     torch.set_flush_denormal(False)
     print(f"ratio ours / transformers (as shipped): {results['ours'][0] / results['hf'][0]:.2f}x "
           f"(anchor: >= 1.2x); vs transformers with flushing: {results['ours'][0] / results['hf+flush'][0]:.2f}x")

@@ -178,3 +178,25 @@ def test_after_a_finished_run_training_starts_again_from_zero(tmp_path: Path) ->
 def test_seq_len_longer_than_positions_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(WikiGPTError, match="model.seq_len 64 exceeds model.n_positions 32"):
         make_trainer(tmp_path, model={"seq_len": 64})
+
+
+def test_gradient_accumulation_counts_every_micro_batch(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, iters=4, micro_batch=2, grad_accum=3, save_interval=4)
+    summary = trainer.run()
+    assert summary["tokens"] == 4 * 2 * 3 * 32
+    seen = {tuple(trainer.train_source.get(0, m).x.flatten().tolist()) for m in range(3)}
+    assert len(seen) == 3  # three different micro-batches make one step
+
+
+def test_cli_bad_manifest_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    mc, tc = tiny_sections()
+    proc = subprocess.run([sys.executable, "-m", "gpt2core.train", "--manifest", str(tmp_path / "nope.json"),
+                           "--model", json.dumps(mc), "--train", json.dumps(tc), "--checkpoints",
+                           str(tmp_path / "ck"), "--done", str(tmp_path / "done.json"), "--metrics",
+                           str(tmp_path / "m.jsonl")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nope.json'}: cannot read manifest")
+    assert not (tmp_path / "done.json").exists()

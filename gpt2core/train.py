@@ -28,13 +28,26 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from gpt2core import dist_checkpoint as dckpt
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, write_text_atomic
 from gpt2core.loader import Batch, BatchSource, Blend, WindowDataset, load_manifest, split_stream
 from gpt2core.model import GPT, GPTConfig, lm_loss
+from gpt2core.parallel import (
+    check_parallel_config,
+    check_seq_len,
+    clip_grads_,
+    dp_rank_and_size,
+    finish_grads_,
+    init_model,
+    local_loss,
+    tp_context,
+)
+from gpt2core.parallel import global_grad_norm as mesh_grad_norm
 from gpt2core.training import checkpoint as ckpt
 from gpt2core.training.distributed import (
     DistEnv,
+    all_reduce_sum,
     any_rank,
     apply_parallelism,
     barrier,
@@ -86,9 +99,9 @@ def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:
 
 
 def build_model(cfg: GPTConfig, train_cfg: dict, seed: int) -> GPT:
-    """Initialise on CPU from `seed` (same weights on every device), activation checkpointing per flag."""
-    torch.manual_seed(seed)
-    model = GPT(cfg)
+    """Initialise on CPU from `seed` (same weights on every device and every tp: the tp padding rows are
+    added after the tp=1 init), activation checkpointing per flag."""
+    model = init_model(cfg, seed)
     model.activation_checkpointing = bool(train_cfg["activation_checkpointing"])
     return model
 
@@ -107,29 +120,31 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def forward_backward(model: torch.nn.Module, batches: list[Batch], loss_scale: float, precision: str,
-                     device: torch.device) -> torch.Tensor:
-    """Gradient accumulation over micro-batches; returns the mean loss (detached, unscaled)."""
+                     device: torch.device, tp: bool = False) -> torch.Tensor:
+    """Gradient accumulation over micro-batches; returns the mean loss (detached, unscaled). Under tensor
+    parallelism forward, loss and backward run in tp_context (vocabulary-parallel loss)."""
     total = torch.zeros((), device=device)
     for batch in batches:
-        with autocast_ctx(precision, device):
-            logits = model(batch.x)
-        loss = lm_loss(logits, batch.y, batch.mask) / len(batches)
-        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
-        total += loss.detach()
+        with tp_context(tp):
+            with autocast_ctx(precision, device):
+                logits = model(batch.x)
+            loss = lm_loss(logits, batch.y, batch.mask) / len(batches)
+            (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+        total += local_loss(loss.detach())
     return total
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, source: BatchSource, iters: int, precision: str,
-             device: torch.device) -> float:
-    """Mean valid loss over the first `iters` fixed valid batches."""
+             device: torch.device, tp: bool = False) -> float:
+    """Mean valid loss over the first `iters` fixed valid batches (every rank evaluates the same ones)."""
     model.eval()
     losses = []
     for i in range(iters):
         batch = to_device(source.get(i), device)
-        with autocast_ctx(precision, device):
+        with tp_context(tp), autocast_ctx(precision, device):
             logits = model(batch.x)
-        losses.append(lm_loss(logits, batch.y, batch.mask).item())
+            losses.append(local_loss(lm_loss(logits, batch.y, batch.mask)).item())
     model.train()
     return sum(losses) / len(losses)
 
@@ -155,14 +170,19 @@ class Trainer:
             raise WikiGPTError("config: train.precision bf16 is not supported by this GPU; use fp16")
         self.manifest = load_manifest(paths.manifest)
         tok = self.manifest["tokenizer"]
-        self.cfg = model_config(model_cfg, int(tok["vocab_size"]), tp=int(train_cfg.get("tp", 1)))
+        self.plan = check_parallel_config(model_cfg, train_cfg, int(tok["vocab_size"]))
+        check_seq_len(int(model_cfg["seq_len"]), self.plan)
+        self.tp = self.plan.tp > 1
+        self.cfg = model_config(model_cfg, int(tok["vocab_size"]), tp=self.plan.tp)
         self.seq_len = int(model_cfg["seq_len"])
         self.data_seed = data_seed
         self.meta_base = {"model_config": self.cfg.to_dict(), "train_config": train_cfg,
                           "seq_len": self.seq_len, "data_seed": data_seed, "tokenizer_sha256": tok["sha256"],
-                          "padded_vocab_size": self.cfg.padded_vocab_size, "tp": 1}
+                          "padded_vocab_size": self.cfg.padded_vocab_size, "tp": self.plan.tp,
+                          "dp": self.plan.dp}
         self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
-        self.model = apply_parallelism(self.raw_model, self.env, train_cfg)
+        self.model, self.mesh = apply_parallelism(self.raw_model, self.env, train_cfg)
+        self.dp_rank, self.dp_size = dp_rank_and_size(self.mesh)
         self.optimizer = build_optimizer(self.raw_model, train_cfg["lr"], train_cfg["weight_decay"],
                                          (train_cfg["beta1"], train_cfg["beta2"]), train_cfg["eps"],
                                          self.device.type)
@@ -172,7 +192,7 @@ class Trainer:
             self.model = torch.compile(self.model)
         self.train_source, self.valid_source = self._data(train_cfg)
         self.tokens_per_iter = (train_cfg["micro_batch"] * train_cfg["grad_accum"] * self.seq_len
-                                * self.env.world_size)
+                                * self.dp_size)
         self.flops_per_iter = flops_per_token(self.cfg, self.seq_len) * self.tokens_per_iter
         self.peak = peak_flops(self.device, self.precision)
         self.state = State()
@@ -183,8 +203,8 @@ class Trainer:
         eod = int(self.manifest["tokenizer"]["eod_id"])
         train = WindowDataset(split_stream(self.manifest, "train", self.paths.manifest), self.seq_len,
                               self.data_seed)
-        source = BatchSource(Blend([train], [1.0]), tc["micro_batch"], tc["grad_accum"], self.env.world_size,
-                             eod, tc["mask_eod_loss"])
+        source = BatchSource(Blend([train], [1.0]), tc["micro_batch"], tc["grad_accum"], self.dp_size,
+                             eod, tc["mask_eod_loss"])  # the ranks of one tp group read the same batch
         try:
             valid = WindowDataset(split_stream(self.manifest, "valid", self.paths.manifest), self.seq_len,
                                   self.data_seed + 1)
@@ -213,7 +233,7 @@ class Trainer:
             barrier()
             self.metrics = MetricsLog(root / "metrics.jsonl") if self.env.is_main else None
             return 0
-        meta = ckpt.load_checkpoint(latest, self.raw_model, self.optimizer, self.cfg.to_dict())
+        meta = self._load(latest)
         if meta.get("tokenizer_sha256") != self.meta_base["tokenizer_sha256"]:
             raise WikiGPTError(f"{latest}: made with another tokenizer than {self.paths.manifest} names; "
                                f"remove {root} to train from scratch")
@@ -228,6 +248,16 @@ class Trainer:
         self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
         return self.state.iteration
 
+    def _load(self, latest: Path) -> dict:
+        """A sharded (DCP) checkpoint into any layout (resharded if its tp differs); a one-process
+        checkpoint into a one-process run."""
+        if dckpt.is_sharded(latest):
+            return dckpt.load_sharded(latest, self.raw_model, self.optimizer, self.cfg.to_dict(), self.plan.tp)
+        if self.mesh is not None:
+            raise WikiGPTError(f"{latest}: written by a one-process run; resume it with train.tp=1 and "
+                               f"train.dp=1, or remove {latest.parent} to start over")
+        return ckpt.load_checkpoint(latest, self.raw_model, self.optimizer, self.cfg.to_dict())
+
     # ---- one iteration ----------------------------------------------------------------------------
     def step(self) -> dict:
         """Run iteration `state.iteration` and return its metrics line."""
@@ -237,12 +267,17 @@ class Trainer:
                    decay=tc["decay"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [to_device(self.train_source.get(st.iteration, m, self.env.rank), self.device)
+        batches = [to_device(self.train_source.get(st.iteration, m, self.dp_rank), self.device)
                    for m in range(tc["grad_accum"])]
         scale = self.scaler.scale
-        loss = forward_backward(self.model, batches, scale, self.precision, self.device)
+        loss = forward_backward(self.model, batches, scale, self.precision, self.device, self.tp)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
-        norm = global_grad_norm(params) / scale
+        if self.mesh is None:
+            norm = global_grad_norm(params) / scale
+        else:  # sharded and replicated gradients, each counted once over the whole mesh
+            finish_grads_(params)
+            norm = mesh_grad_norm(params, self.mesh) / scale
+            loss = all_reduce_sum(loss, self.mesh.get_group("dp")) / self.dp_size
         found_inf = not bool(torch.isfinite(norm))
         loss_value = float(loss)
         if self.precision == "fp16":
@@ -255,7 +290,10 @@ class Trainer:
                                    f"last good checkpoint: {last or 'none'}")
             skip = False
         if not skip:
-            unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
+            if self.mesh is None:
+                unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
+            else:
+                clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)
             self.optimizer.step()
             st.lr_step += 1
         else:
@@ -280,6 +318,9 @@ class Trainer:
                 "state": {"iteration": st.iteration, "lr_step": st.lr_step, "tokens": st.tokens,
                           "skipped": st.skipped, "wall_time": st.wall_time, "last_loss": st.last_loss,
                           "last_valid": st.last_valid}}
+        if self.mesh is not None:  # every rank writes its shards (torch.distributed.checkpoint)
+            return dckpt.save_sharded(self.paths.checkpoints, st.iteration, self.raw_model, self.optimizer, meta,
+                                      self.train_cfg["keep_last"])
         path = None
         if self.env.is_main:
             path = ckpt.save_checkpoint(self.paths.checkpoints, st.iteration, self.raw_model, self.optimizer,
@@ -294,7 +335,7 @@ class Trainer:
         it = self.state.iteration
         if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
             self.state.last_valid = evaluate(self.model, self.valid_source, tc["eval_iters"], self.precision,
-                                             self.device)
+                                             self.device, self.tp)
             record["valid_loss"] = self.state.last_valid
         if self.metrics is not None:
             self.metrics.write(record)

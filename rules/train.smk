@@ -4,6 +4,15 @@
 # `--forcerun train` trains again from step 0 (see gpt2core/train.py).
 import json
 
+from gpt2core.errors import WikiGPTError
+from gpt2core.parallel import check_parallel_config, check_seq_len
+
+try:  # tensor/data-parallel layout errors stop the workflow before anything is launched
+    check_seq_len(config["model"]["seq_len"], check_parallel_config(config["model"], config["train"]))
+except WikiGPTError as _exc:
+    print(f"error: {_exc}", file=sys.stderr)
+    sys.exit(1)
+
 
 def _omp_threads(wildcards, threads):
     """OpenMP threads per rank: the job's threads shared by the ranks on this node."""
@@ -22,6 +31,9 @@ rule train:
         data_seed=config["data"]["seed"],
         checkpoints=CHECKPOINTS,
         nproc=config["train"]["nproc_per_node"],
+        nnodes=config["train"]["nnodes"],
+        rdzv_id=config["run_name"],
+        rdzv=config["train"]["rdzv_endpoint"],
         omp=_omp_threads,
     threads: config["train"]["threads"]
     log:
@@ -30,8 +42,18 @@ rule train:
         "logs/benchmarks/train/train.tsv"
     # OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads made a step 3-8x slower on a busy 2-core machine
     # (median 1.65-4.2 s vs 0.55 s measured); set it in the environment to override.
+    # One node: torchrun here (c10d rendezvous on localhost:0, as --standalone). Several nodes (train.nnodes
+    # > 1): the job runs inside a SLURM allocation of nnodes nodes; srun starts one torchrun per node, all
+    # meeting at train.rdzv_endpoint (empty: the allocation's first host, port 29500).
     shell:
-        "OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} torchrun --standalone --nproc-per-node {params.nproc:q}"
+        "EP={params.rdzv:q}; LAUNCH=;"
+        " if [ {params.nnodes:q} -gt 1 ]; then"
+        "  LAUNCH=\"srun --nodes={params.nnodes} --ntasks-per-node=1 --kill-on-bad-exit=1\";"
+        "  [ -n \"$EP\" ] || EP=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500;"
+        " fi; [ -n \"$EP\" ] || EP=localhost:0;"
+        " OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} $LAUNCH torchrun"
+        " --nnodes {params.nnodes:q} --nproc-per-node {params.nproc:q} --rdzv-backend c10d"
+        " --rdzv-endpoint \"$EP\" --rdzv-id {params.rdzv_id:q}"
         " -m gpt2core.train --manifest {input.manifest:q} --model {params.model:q} --train {params.train:q}"
         " --data-seed {params.data_seed:q} --checkpoints {params.checkpoints:q}"
         " --done {output.done:q} --metrics {output.metrics:q} > {log:q} 2>&1"

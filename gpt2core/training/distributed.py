@@ -1,6 +1,6 @@
 """Where the trainer meets torchrun: process-group setup, the device, and the hooks a parallel run
-replaces (apply_parallelism, the cross-rank reductions). Single process today: the hooks are no-ops, and
-torch.distributed is initialised only when torchrun launched more than one rank (gloo on CPU)."""
+replaces (apply_parallelism, the cross-rank reductions). One process: the hooks are no-ops, and
+torch.distributed is initialised only when torchrun launched more than one rank (gloo on CPU, NCCL on GPUs)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,26 @@ def init_distributed(requested_device: str) -> DistEnv:
     return DistEnv(rank, local_rank, world, device)
 
 
-def apply_parallelism(model: nn.Module, env: DistEnv, train_cfg: dict) -> nn.Module:
-    """Hook for tensor/data parallelism (gpt2core.parallel); single process: the model unchanged."""
-    return model
+def apply_parallelism(model: nn.Module, env: DistEnv, train_cfg: dict) -> tuple[nn.Module, DeviceMesh | None]:
+    """Tensor/data parallelism from gpt2core.parallel on the (dp, tp) mesh; one process: the model
+    unchanged and no mesh, so the plain trainer runs exactly the code it ran before."""
+    from gpt2core.errors import WikiGPTError
+    from gpt2core.parallel import ParallelPlan, parallelize
+
+    plan = ParallelPlan(dp=int(train_cfg.get("dp", 1)), tp=int(train_cfg.get("tp", 1)),
+                        sequence_parallel=bool(train_cfg.get("sequence_parallel", False)))
+    if env.world_size != plan.world:
+        raise WikiGPTError(f"config: torchrun started {env.world_size} processes, train.tp x train.dp = "
+                           f"{plan.tp} x {plan.dp} = {plan.world}")
+    if plan.world == 1:
+        return model, None
+    return parallelize(model, plan, env.device.type)
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over all ranks (identity in a single process); used for grad norms and loss averages."""
+def all_reduce_sum(t: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Sum over the ranks of `group` (all by default; identity in a single process): loss averages."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
     return t
 
 

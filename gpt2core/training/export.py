@@ -1,6 +1,5 @@
-"""A finished run -> the Hugging Face layout under results/model/ (what `rule merge` does for tp=1).
-The checkpoint -> full state dict step is training.checkpoint.full_state_dict, the one place a tp>1 merge
-plugs in."""
+"""A finished run -> the Hugging Face layout under results/model/ (what `rule merge` does). A one-process
+checkpoint is already full; a sharded one (tensor/data parallel) is merged by gpt2core.merge first."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ from pathlib import Path
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import sha256_file
 from gpt2core.hf import export_hf
-from gpt2core.model import GPT
-from gpt2core.training.checkpoint import full_state_dict, read_meta
+from gpt2core.merge import merged_model
+from gpt2core.training.checkpoint import read_meta
 
 
 def final_checkpoint(done_json: str | Path) -> Path:
@@ -21,7 +20,8 @@ def final_checkpoint(done_json: str | Path) -> Path:
         path = Path(json.loads(done_json.read_text(encoding="utf-8"))["checkpoint"])
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise WikiGPTError(f"{done_json}: unreadable training summary ({exc})") from None
-    if not (path / "meta.json").is_file() or not (path / "model.safetensors").is_file():
+    weights = path / "dcp" / ".metadata" if (path / "dcp").is_dir() else path / "model.safetensors"
+    if not (path / "meta.json").is_file() or not weights.is_file():
         raise WikiGPTError(f"{path}: checkpoint named by {done_json} is missing or incomplete")
     return path
 
@@ -34,7 +34,4 @@ def export_run(done_json: str | Path, out_dir: str | Path, tokenizer_json: str |
     if meta.get("tokenizer_sha256") != sha:
         raise WikiGPTError(f"{tokenizer_json}: sha256 {sha[:12]}... differs from the tokenizer {ckpt} was "
                            f"trained with ({str(meta.get('tokenizer_sha256'))[:12]}...)")
-    cfg, state = full_state_dict(ckpt)
-    model = GPT(cfg)
-    model.load_state_dict(state)
-    export_hf(model, out_dir, tokenizer_json)
+    export_hf(merged_model(ckpt), out_dir, tokenizer_json)  # any tp/dp layout -> one tp=1 model

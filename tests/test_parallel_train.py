@@ -1,0 +1,198 @@
+"""Tensor and data parallelism through the real trainer (`torchrun -m gpt2core.train`, gloo, CPU) and the
+real workflow: every layout trains like the one-process run from the same init on the same global batches
+(fp32: per-step losses and final weights within 1e-5), a sharded run resumes exactly after `kill -9` of one
+rank, two "nodes" on one machine match one node, `rule merge` turns a tp=2 run into one HF model, and
+layout errors stop the workflow before launch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_snakemake, write_config
+from test_train_helpers import tiny_sections, write_manifest
+from test_train_workflow import workflow_config
+
+from gpt2core.merge import merged_checkpoint
+from gpt2core.training.metrics import read_metrics
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+TOL = 1e-5
+ITERS = 10
+
+
+def command(workdir: Path, run: str, nproc: int, launch: tuple[str, ...] = ("--standalone",),
+            **train: object) -> list[str]:
+    model, tc = tiny_sections(iters=ITERS, save_interval=5, eval_interval=5, lr=1.5e-4, min_lr=1.5e-5,  # the reference lr
+                              nproc_per_node=nproc, **train)
+    model.update(n_layer=2, n_head=4, n_embd=64, seq_len=32, n_positions=32)
+    return [str(BIN / "torchrun"), *launch, "--nproc-per-node", str(nproc), "-m", "gpt2core.train",
+            "--manifest", str(workdir / "manifest.json"), "--model", json.dumps(model), "--train", json.dumps(tc),
+            "--data-seed", "1234", "--checkpoints", f"checkpoints/{run}", "--done", f"{run}/done.json",
+            "--metrics", f"{run}/metrics.jsonl"]
+
+
+def env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def train(workdir: Path, run: str, nproc: int = 1, **tc: object) -> None:
+    proc = subprocess.run(command(workdir, run, nproc, **tc), cwd=workdir, env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def outcome(workdir: Path, run: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    metrics = read_metrics(workdir / run / "metrics.jsonl")
+    _, state = merged_checkpoint(workdir / "checkpoints" / run / f"step_{ITERS:07d}")
+    return metrics, state
+
+
+def assert_same(workdir: Path, ref_run: str, run: str) -> None:
+    (ref_m, ref_w), (m, w) = outcome(workdir, ref_run), outcome(workdir, run)
+    assert [r["step"] for r in m] == list(range(1, ITERS + 1))
+    for a, b in zip(ref_m, m, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= TOL, (a["step"], a["loss"], b["loss"])
+        assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-4 * a["grad_norm"], a["step"]
+        assert ("valid_loss" in a) == ("valid_loss" in b)
+        if "valid_loss" in a:
+            assert abs(a["valid_loss"] - b["valid_loss"]) <= TOL
+        assert a["tokens"] == b["tokens"]
+    for key, value in ref_w.items():
+        diff = (value - w[key]).abs().max().item()
+        assert diff <= TOL, f"{key}: final weights differ by {diff}"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ptrain")
+    write_manifest(root)
+    train(root, "tp1")
+    train(root, "tp1_accum2", grad_accum=2)
+    return root
+
+
+def test_trainer_tp2_matches_tp1(work: Path) -> None:
+    train(work, "tp2", nproc=2, tp=2)
+    assert_same(work, "tp1", "tp2")
+    meta = json.loads((work / "checkpoints/tp2/step_0000010/meta.json").read_text())
+    assert (meta["tp"], meta["layout"], meta["padded_vocab_size"]) == (2, "dcp", 512)
+    first, last = outcome(work, "tp2")[0][0]["loss"], outcome(work, "tp2")[0][-1]["loss"]
+    assert last < first
+
+
+def test_trainer_sequence_parallel_matches_tp1(work: Path) -> None:
+    train(work, "sp2", nproc=2, tp=2, sequence_parallel=True)
+    assert_same(work, "tp1", "sp2")
+
+
+def test_trainer_dp2_matches_dp1_at_the_same_global_batch(work: Path) -> None:
+    train(work, "dp2", nproc=2, dp=2)  # 2 ranks x micro_batch 4 = 1 rank x micro_batch 4 x grad_accum 2
+    assert_same(work, "tp1_accum2", "dp2")
+
+
+def test_trainer_dp2_tp2_on_four_processes_matches(work: Path) -> None:
+    train(work, "dp2tp2", nproc=4, dp=2, tp=2)
+    assert_same(work, "tp1_accum2", "dp2tp2")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_one_machine_match_one_node(work: Path) -> None:
+    launch = ("--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
+              "--rdzv-id", "two-nodes")
+    procs = [subprocess.Popen(command(work, "nodes2", 1, launch, tp=2, nnodes=2), cwd=work, env=env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-4000:]
+    assert_same(work, "tp1", "nodes2")
+
+
+def test_kill_9_of_one_rank_then_resume_is_exact(work: Path) -> None:
+    if not (work / "tp2" / "done.json").exists():
+        train(work, "tp2", nproc=2, tp=2)
+    proc = subprocess.Popen(command(work, "killed", 2, tp=2), cwd=work, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    history = work / "checkpoints" / "killed" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        steps = [m["step"] for m in read_metrics(history)]
+        if steps and steps[-1] >= 6:  # past the checkpoint at step 5
+            break
+        time.sleep(0.01)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[-1]), signal.SIGKILL)  # one rank dies; torchrun stops the other
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    run_dir = work / "checkpoints" / "killed"
+    assert not (run_dir / "finished.json").exists(), "the run finished before it could be killed"
+    assert sorted(p.name for p in run_dir.glob("step_*")) == ["step_0000005"]
+    train(work, "killed", nproc=2, tp=2)
+    a, b = outcome(work, "tp2"), outcome(work, "killed")
+    timing = {"tokens_per_s", "mfu", "mem_mb", "step_time_s"}
+    assert [{k: v for k, v in m.items() if k not in timing} for m in a[0]] == \
+        [{k: v for k, v in m.items() if k not in timing} for m in b[0]]
+    for key, value in a[1].items():
+        assert torch.equal(value, b[1][key]), key
+
+
+def test_resume_under_another_tp(work: Path) -> None:
+    """A tp=2 run's step-5 checkpoint continued by a tp=1 run: like the tp=1 run from the start."""
+    import shutil
+
+    if not (work / "checkpoints/tp2/step_0000005").exists():
+        train(work, "tp2", nproc=2, tp=2)
+    (work / "checkpoints" / "reshard").mkdir(parents=True)
+    shutil.copytree(work / "checkpoints/tp2/step_0000005", work / "checkpoints/reshard/step_0000005")
+    shutil.copy(work / "checkpoints/tp2/metrics.jsonl", work / "checkpoints/reshard/metrics.jsonl")
+    train(work, "reshard", nproc=1)
+    assert_same(work, "tp1", "reshard")
+
+
+def test_workflow_tp2_merges_to_one_hf_model(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    workflow_config(tmp_path, tp=2, nproc_per_node=2, iters=10, save_interval=10, eval_interval=10)
+    run_snakemake(tmp_path, "results/model/config.json")
+    done = json.loads((tmp_path / "results/train/done.json").read_text())
+    cfg, state = merged_checkpoint(tmp_path / done["checkpoint"])
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "results/model").eval()
+    config = json.loads((tmp_path / "results/model/config.json").read_text())
+    assert config["vocab_size"] == cfg.vocab_size and config["wikigpt_padded_vocab_size"] == cfg.padded_vocab_size
+    assert torch.equal(hf.transformer.wte.weight.detach(), state["wte.weight"][: cfg.vocab_size])
+    assert torch.equal(hf.transformer.h[0].attn.c_attn.weight.detach(), state["h.0.attn.c_attn.weight"].t())
+    assert (tmp_path / "results/model/tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize(("train_over", "model_over", "message"), [
+    ({"tp": 2, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 x 1 = 1 processes, but "
+                                         "train.tp x train.dp = 2 x 1 = 2"),
+    ({"tp": 2, "nproc_per_node": 2}, {"n_head": 3, "n_embd": 96}, "model.n_head 3 is not divisible by train.tp 2"),
+    ({"tp": 4, "nproc_per_node": 4}, {"n_head": 4, "n_embd": 66}, "model.n_embd 66 is not divisible by train.tp 4"),
+    ({"dp": 2, "nproc_per_node": 2, "nnodes": 2}, {}, "train.nproc_per_node x train.nnodes = 2 x 2 = 4 processes, "
+                                                     "but train.tp x train.dp = 1 x 2 = 2"),
+])
+def test_layout_errors_stop_the_workflow_before_launch(tmp_path: Path, train_over: dict, model_over: dict,
+                                                       message: str) -> None:
+    config = workflow_config(tmp_path)
+    config["train"].update(train_over)
+    config["model"].update(model_over)
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", "results/model/config.json", check=False)
+    assert proc.returncode != 0
+    assert f"error: config: {message}" in proc.stderr
+    assert not (tmp_path / "results").exists()

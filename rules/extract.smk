@@ -1,4 +1,13 @@
-# extract: WikiExtractor --json on one dump part -> data/extract/<corpus>/<part>/ (AA/wiki_00, ...).
+# extract: one downloaded source part -> data/extract/<corpus>/<part>/ (AA/wiki_00, ...), JSON lines of
+# {id, title, url, text}: WikiExtractor --json for kind wikipedia, gpt2core.data.sources for jsonl/mnbvc.
+
+
+def _extract_spec(wc):
+    corpus = CORPORA[wc.corpus]
+    spec = {"kind": corpus["kind"]}
+    if corpus["kind"] == "jsonl":
+        spec["text_field"] = corpus["text_field"]
+    return spec
 
 
 rule extract:
@@ -9,10 +18,12 @@ rule extract:
     wildcard_constraints:
         corpus="[A-Za-z0-9_-]+",
         part="[^/]+",
+    params:
+        spec=_extract_spec,
     log:
         "logs/extract/{corpus}/{part}.log",
     benchmark:
         "logs/benchmarks/extract/{corpus}/{part}.tsv"
-    threads: 8
+    threads: lambda wc: 8 if CORPORA[wc.corpus]["kind"] == "wikipedia" else 1
     script:
         f"{SCRIPTS}/extract.py"

@@ -1,5 +1,6 @@
 # presplit: every extracted file of a corpus, shared out over presplit.shards jobs by a fixed rule
-# -> data/presplit/<corpus>/<shard>.parquet (id, title, url, text; sentences one a line).
+# -> data/presplit/<corpus>/<shard>.parquet (id, title, url, text; sentences one a line). The corpus's
+# lang picks the sentence splitter (zh: punctuation), t2s converts Traditional to Simplified first.
 
 
 rule presplit:
@@ -16,6 +17,8 @@ rule presplit:
         shards=config["presplit"]["shards"],
         split_sentences=config["presplit"]["split_sentences"],
         min_chars=config["presplit"]["min_chars"],
+        lang=lambda wc: CORPORA[wc.corpus]["lang"],
+        t2s=lambda wc: CORPORA[wc.corpus]["t2s"],
     log:
         "logs/presplit/{corpus}/{shard}.log",
     benchmark:

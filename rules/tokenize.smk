@@ -1,5 +1,6 @@
 # tokenize: one job per presplit shard -> data/tokens/<corpus>/<shard>/{train,valid,test}.{bin,idx.npy}
-# and stats.json; gather: every shard -> results/data/manifest.json.
+# and stats.json; gather: every shard -> results/data/manifest.json (overall splits, and per corpus with
+# its name, kind, lang and weight for weighted blending).
 
 if (config["data"]["dtype"] == "uint16" and config["tokenizer"]["kind"] == "bpe"
         and config["tokenizer"]["vocab_size"] > 65536):
@@ -40,10 +41,12 @@ rule gather:
     input:
         stats=[f"{DATA}/tokens/{c}/{s}/stats.json" for c in CORPORA for s in SHARDS],
         tokenizer=tokenizer_json(),
+        tokenizer_stats=f"{RESULTS}/tokenizer/stats.json",
     output:
         manifest(),
     params:
         dtype=config["data"]["dtype"],
+        corpora=[{k: c[k] for k in ("name", "kind", "lang", "weight")} for c in CORPORA.values()],
     log:
         "logs/gather/gather.log",
     benchmark:

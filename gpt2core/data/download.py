@@ -7,6 +7,7 @@ to the final name: a mismatch or a failure leaves nothing under that name.
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 import urllib.error
@@ -139,19 +140,50 @@ def download(source: dict, dest: str | Path) -> str | None:
     return f"{expected[0]}:{expected[1]}" if expected else None
 
 
-
-
-
 def expand_source(source: dict) -> list[dict]:
     """One source per dump part: a URL whose file name is a glob (`...articles[0-9]*.xml-p*.bz2`) becomes
     every file the source's `checksums_url` lists that matches it (sorted); other sources stay as they are.
+    A local folder or a local glob without checksums_url becomes one source per file (JSON-lines corpora).
     Meant for config loading (Wikimedia ships enwiki as ~27 parts listed in one *-sha1sums.txt)."""
+    if not is_remote(source["url"]) and local_path(source["url"]).is_dir():
+        return _expand_folder(source)
     name = source["url"].rstrip("/").rsplit("/", 1)[-1]
     if not any(c in name for c in "*?["):
         return [source]
+    if not is_remote(source["url"]) and not source.get("checksums_url"):
+        return _expand_local_glob(source)
     if not source.get("checksums_url"):
         raise WikiGPTError(f"{source['url']}: a glob in a URL needs checksums_url to list the files")
     urls = expand_glob(source["url"], read_small(source["checksums_url"]))
     if not urls:
         raise WikiGPTError(f"{source['checksums_url']}: lists no file matching {name}")
     return [{**source, "url": url} for url in urls]
+
+
+def _one_per_file(source: dict, files: list[Path], where: str) -> list[dict]:
+    """Sources for local files (checksums do not carry over); their names must differ (they name parts)."""
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        dup = sorted(n for n in set(names) if names.count(n) > 1)[0]
+        raise WikiGPTError(f"{where}: two files are named {dup} (file names name a corpus's parts)")
+    return [{"url": str(f)} for f in files]
+
+
+def _expand_folder(source: dict) -> list[dict]:
+    """A local folder (kind jsonl/mnbvc): one source per JSON-lines file in it, sorted."""
+    from gpt2core.data.sources.jsonl import source_files
+
+    folder = local_path(source["url"])
+    files = source_files(folder)
+    if not files:
+        raise WikiGPTError(f"{folder}: folder holds no .jsonl/.json(.gz/.zst) file")
+    return _one_per_file(source, files, str(folder))
+
+
+def _expand_local_glob(source: dict) -> list[dict]:
+    """A local path with a glob in it: every matching file, sorted."""
+    pattern = str(local_path(source["url"]))
+    files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files:
+        raise WikiGPTError(f"{pattern}: no file matches")
+    return _one_per_file(source, files, pattern)

@@ -2,8 +2,12 @@
 
 Format: {"dtype", "tokenizer": {"path", "sha256", "vocab_size", "eod_id"},
 "splits": {split: {"tokens", "documents", "shards": [{"bin", "idx", "tokens", "documents", "sha256"}]}},
-"dropped": {reason: count}}; paths are relative to the working directory. Every shard is checked
-(index consistent with the token file) before it is listed.
+"dropped": {reason: count}, "corpora": [{"name", "kind", "lang", "weight", "splits": {...same shape...},
+"dropped"}]}; paths are relative to the working directory. `splits` is the union of all corpora (what a
+single-stream reader trains on); `corpora` lets a trainer blend corpora by weight and report a valid loss
+per corpus. A shard's corpus is the name of its folder's parent (data/tokens/<corpus>/<shard>). With a
+trained BPE, `tokenizer.heldout` holds characters per token per language on held-out text. Every shard is
+checked (index consistent with the token file) before it is listed.
 """
 
 from __future__ import annotations
@@ -38,31 +42,64 @@ def check_shard(bin_path: Path, idx_path: Path, dtype: str) -> tuple[int, int]:
     return tokens, len(idx) - 1
 
 
-def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str, out: str | Path) -> dict:
-    """Write the manifest for `shard_dirs` (each holding stats.json and the split files)."""
+def _empty_splits() -> dict:
+    return {s: {"tokens": 0, "documents": 0, "shards": []} for s in SPLITS}
+
+
+def _add(splits: dict, split: str, entry: dict) -> None:
+    splits[split]["shards"].append(entry)
+    splits[split]["tokens"] += entry["tokens"]
+    splits[split]["documents"] += entry["documents"]
+
+
+def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str, out: str | Path,
+           corpora: list[dict] | None = None, tokenizer_stats: str | Path | None = None) -> dict:
+    """Write the manifest for `shard_dirs` (each holding stats.json and the split files).
+
+    `corpora`: {"name", "kind", "lang", "weight"} of each corpus, in config order (a corpus missing here
+    gets kind/lang None and weight 1.0); `tokenizer_stats`: the tokenizer stage's stats.json.
+    """
     encoder = load_encoder(tokenizer_json)
-    splits = {s: {"tokens": 0, "documents": 0, "shards": []} for s in SPLITS}
+    splits = _empty_splits()
     dropped: Counter[str] = Counter()
+    meta = {c["name"]: c for c in corpora or []}
+    sections: dict[str, dict] = {}
+    for name in meta:
+        sections[name] = {"name": name, "kind": meta[name].get("kind"), "lang": meta[name].get("lang"),
+                          "weight": float(meta[name].get("weight", 1.0)), "splits": _empty_splits(),
+                          "dropped": Counter()}
     for folder in map(Path, shard_dirs):
         stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
         if stats["dtype"] != dtype or stats["eod_id"] != encoder.eod_id:
             raise WikiGPTError(f"{folder}/stats.json: made with another dtype or tokenizer; rerun tokenize")
+        name = folder.parent.name
+        section = sections.setdefault(name, {"name": name, "kind": None, "lang": None, "weight": 1.0,
+                                             "splits": _empty_splits(), "dropped": Counter()})
         dropped.update(stats["presplit"]["dropped"])
+        section["dropped"].update(stats["presplit"]["dropped"])
         for s in SPLITS:
             bin_path, idx_path = folder / f"{s}.bin", folder / f"{s}.idx.npy"
             tokens, documents = check_shard(bin_path, idx_path, dtype)
             if documents == 0:
                 continue
-            splits[s]["shards"].append({"bin": _rel(bin_path), "idx": _rel(idx_path), "tokens": tokens,
-                                        "documents": documents, "sha256": sha256_file(bin_path)})
-            splits[s]["tokens"] += tokens
-            splits[s]["documents"] += documents
+            entry = {"bin": _rel(bin_path), "idx": _rel(idx_path), "tokens": tokens, "documents": documents,
+                     "sha256": sha256_file(bin_path)}
+            _add(splits, s, entry)
+            _add(section["splits"], s, dict(entry))
+    for section in sections.values():
+        section["dropped"] = dict(sorted(section["dropped"].items()))
+    tokenizer = {"path": _rel(tokenizer_json), "sha256": sha256_file(tokenizer_json),
+                 "vocab_size": encoder.vocab_size, "eod_id": encoder.eod_id}
+    if tokenizer_stats is not None:
+        heldout = json.loads(Path(tokenizer_stats).read_text(encoding="utf-8")).get("heldout")
+        if heldout:
+            tokenizer["heldout"] = heldout
     manifest = {
         "dtype": dtype,
-        "tokenizer": {"path": _rel(tokenizer_json), "sha256": sha256_file(tokenizer_json),
-                      "vocab_size": encoder.vocab_size, "eod_id": encoder.eod_id},
+        "tokenizer": tokenizer,
         "splits": splits,
         "dropped": dict(sorted(dropped.items())),
+        "corpora": list(sections.values()),
     }
     write_text_atomic(out, json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -4,7 +4,9 @@ Shard k of n reads only its share of the corpus: every extracted file is cut int
 blocks of all parts are numbered in a fixed order (config order of parts, then sorted file paths) and
 block g belongs to shard g mod n; a line belongs to the block its first byte lies in. The share depends
 on the extracted files only, never on cores, and even a single small file spreads over several shards.
-Drop counts travel in the Parquet file's metadata (key `wikigpt`) to the manifest.
+Drop counts travel in the Parquet file's metadata (key `wikigpt`) to the manifest. Chinese corpora
+(`lang` zh...) take the punctuation splitter of gpt2core.data.zh, and `t2s` converts title and text to
+Simplified characters before splitting (after decontamination, which matches titles as they are).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpt2core.data.sentences import split_sentences
+from gpt2core.data.zh import is_chinese, split_sentences_zh, to_simplified
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path
 
@@ -91,8 +94,10 @@ def read_titles(files: list[str | Path]) -> set[str]:
 
 
 def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: int, shards: int,
-                   split: bool = True, min_chars: int = 0, titles_files: list[str | Path] = ()) -> dict:
+                   split: bool = True, min_chars: int = 0, titles_files: list[str | Path] = (),
+                   lang: str = "en", t2s: bool = False) -> dict:
     """Write shard `shard` of the corpus made of `parts` ((name, extract dir) pairs) to `out`."""
+    splitter = split_sentences_zh if is_chinese(lang) else split_sentences
     titles = read_titles(list(titles_files))
     dropped: Counter[str] = Counter()
     kept = seen = 0
@@ -123,9 +128,12 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                 if len(text) < min_chars:
                     dropped["short"] += 1
                     continue
-                text = split_sentences(text) if split else text
+                title = doc["title"]
+                if t2s:
+                    text, title = to_simplified(text), to_simplified(title)
+                text = splitter(text) if split else text
                 rows["id"].append(doc["id"])
-                rows["title"].append(doc["title"])
+                rows["title"].append(title)
                 rows["url"].append(doc.get("url") or "")
                 rows["text"].append(text)
                 kept += 1

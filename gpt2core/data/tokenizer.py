@@ -4,6 +4,7 @@ on the presplit corpus. Both are plain `tokenizers` files (they load in `transfo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,39 +58,94 @@ def build_gpt2(encoder_json: str | Path, vocab_bpe: str | Path, out: str | Path)
             "openai_gpt2_files": official}
 
 
-def corpus_sample(parquet_files: list[str], sample_bytes: int) -> Iterator[str]:
-    """Texts from presplit shards, up to `sample_bytes` of UTF-8 in total, taken evenly from every shard."""
+HELDOUT_ONE_IN = 10  # documents whose id hashes to 0 mod this are never trained on: held-out text
+HELDOUT_CHARS = 1_000_000  # per language, enough for a stable characters-per-token figure
+
+
+def is_heldout(doc_id: str) -> bool:
+    """Whether a document is held out of tokenizer training (a hash of its id only)."""
+    h = hashlib.blake2b(f"tokenizer-heldout\x00{doc_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") % HELDOUT_ONE_IN == 0
+
+
+def corpus_sample(parquet_files: list[str], sample_bytes: int, heldout: list[str] | None = None,
+                  heldout_chars: int = HELDOUT_CHARS) -> Iterator[str]:
+    """Texts from presplit shards, up to `sample_bytes` of UTF-8 in total, taken evenly from every shard.
+
+    Held-out documents (is_heldout) are skipped; when `heldout` is a list, up to `heldout_chars` of their
+    text is appended to it, for measuring the tokenizer on text it never saw.
+    """
     if not parquet_files:
         return
     per_shard = max(1, sample_bytes // len(parquet_files))
+    held_per_shard = max(1, heldout_chars // len(parquet_files))
     for path in parquet_files:
-        taken = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["text"]):
-            for text in batch.column(0).to_pylist():
+        taken = held = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=["id", "text"]):
+            for doc_id, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+                if is_heldout(doc_id):
+                    if heldout is not None and held < held_per_shard:
+                        heldout.append(text)
+                        held += len(text)
+                    continue
                 if taken >= per_shard:
-                    break
+                    if heldout is None or held >= held_per_shard:
+                        break
+                    continue
                 taken += len(text.encode("utf-8"))
                 yield text
-            if taken >= per_shard:
-                break
+            else:
+                continue
+            break
+
+
+def chars_per_token(tok, texts: list[str]) -> dict:
+    """Characters per token of `texts` under `tok` (a tokenizers.Tokenizer), with the sizes measured."""
+    chars = sum(len(t) for t in texts)
+    tokens = sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
+    return {"chars_per_token": round(chars / tokens, 4) if tokens else None, "documents": len(texts),
+            "chars": chars, "tokens": tokens}
+
+
+def sample_budgets(sample_bytes: int, weights: list[float]) -> list[int]:
+    """Bytes each corpus gives the tokenizer: `sample_bytes` for the heaviest, in proportion for the rest."""
+    top = max(weights)
+    return [max(1, int(sample_bytes * w / top)) for w in weights]
 
 
 def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_frequency: int,
-              sample_bytes: int) -> dict:
-    """Train a byte-level BPE on a sample of each corpus (a list of its presplit shard files)."""
+              sample_bytes: int, weights: list[float] | None = None, langs: list[str] | None = None) -> dict:
+    """Train a byte-level BPE on a weighted sample of each corpus (a list of its presplit shard files).
+
+    Corpus i contributes up to sample_bytes * weights[i] / max(weights) bytes (all `sample_bytes` when no
+    weights are given). Held-out documents of every corpus measure characters per token per language.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+    weights = weights or [1.0] * len(corpora)
+    langs = langs or ["en"] * len(corpora)
+    if not (len(weights) == len(langs) == len(corpora)):
+        raise ValueError("train_bpe: one weight and one language per corpus")
     tok = Tokenizer(models.BPE())
     _byte_level(tok)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOD],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     seen = {"bytes": 0, "documents": 0}
+    per_corpus: list[dict] = []
+    heldout: dict[str, list[str]] = {}
 
     def texts() -> Iterator[str]:
-        for files in corpora:
-            for text in corpus_sample(files, sample_bytes):
-                seen["bytes"] += len(text.encode("utf-8"))
+        for files, budget, lang in zip(corpora, sample_budgets(sample_bytes, weights), langs, strict=True):
+            got = {"bytes": 0, "documents": 0}
+            per_corpus.append(got)
+            held = heldout.setdefault(lang, [])
+            cap = max(0, HELDOUT_CHARS - sum(len(t) for t in held))
+            for text in corpus_sample(files, budget, held, cap):
+                n = len(text.encode("utf-8"))
+                seen["bytes"] += n
                 seen["documents"] += 1
+                got["bytes"] += n
+                got["documents"] += 1
                 yield text
 
     tok.train_from_iterator(texts(), trainer=trainer)
@@ -97,4 +153,6 @@ def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_fr
         raise WikiGPTError(f"no text to train the tokenizer on (presplit shards: {sum(map(len, corpora))})")
     with atomic_path(out) as tmp:
         tok.save(str(tmp))
-    return {"vocab_size": tok.get_vocab_size(), "eod_id": tok.token_to_id(EOD), **seen}
+    measured = {lang: chars_per_token(tok, texts) for lang, texts in sorted(heldout.items()) if texts}
+    return {"vocab_size": tok.get_vocab_size(), "eod_id": tok.token_to_id(EOD), **seen,
+            "sample": per_corpus, "heldout": measured}

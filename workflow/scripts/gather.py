@@ -9,10 +9,15 @@ from gpt2core.errors import run_cli
 
 def main() -> None:
     manifest = gather([os.path.dirname(p) for p in snakemake.input.stats], snakemake.input.tokenizer,
-                      snakemake.params.dtype, snakemake.output[0])
+                      snakemake.params.dtype, snakemake.output[0], list(snakemake.params.corpora),
+                      snakemake.input.tokenizer_stats)
     with open(snakemake.log[0], "a", encoding="utf-8") as log:
         summary = {s: (v["documents"], v["tokens"]) for s, v in manifest["splits"].items()}
         log.write(json.dumps({"splits (documents, tokens)": summary, "dropped": manifest["dropped"]}) + "\n")
+        for c in manifest["corpora"]:
+            per = {s: (v["documents"], v["tokens"]) for s, v in c["splits"].items()}
+            log.write(json.dumps({"corpus": c["name"], "lang": c["lang"], "weight": c["weight"],
+                                  "splits (documents, tokens)": per}, ensure_ascii=False) + "\n")
 
 
 run_cli(main, snakemake.log[0])

@@ -15,6 +15,8 @@ def main() -> None:
         split=snakemake.params.split_sentences,
         min_chars=snakemake.params.min_chars,
         titles_files=list(snakemake.input.titles),
+        lang=snakemake.params.lang,
+        t2s=snakemake.params.t2s,
     )
     with open(snakemake.log[0], "a", encoding="utf-8") as log:
         log.write(json.dumps(stats) + "\n")

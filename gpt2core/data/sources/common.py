@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +14,46 @@ from gpt2core.fsutil import atomic_dir
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def open_binary(path: Path):
-    """A binary reader of `path`, decompressed by its magic bytes (gzip, zstd, bzip2) or as is."""
+def _zst_lines(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a zstd file (one or more frames); a frame cut short is an error, not a quiet end."""
+    try:
+        import zstandard
+    except ImportError:
+        raise WikiGPTError(f"{path}: a .zst file needs the zstandard package (pip install zstandard)") from None
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    pending = b""
+    fed = False
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            while block:
+                try:
+                    out = dobj.decompress(block)
+                except zstandard.ZstdError as exc:
+                    raise OSError(f"corrupt zstd data: {exc}") from None
+                fed = True
+                block = dobj.unused_data if dobj.eof else b""
+                if dobj.eof:
+                    dobj, fed = dctx.decompressobj(), False
+                pending += out
+                *lines, pending = pending.split(b"\n")
+                yield from (ln + b"\n" for ln in lines)
+    if fed:
+        raise OSError("zstd stream ends inside a frame (truncated file)")
+    if pending:
+        yield pending
+
+
+def open_lines(path: Path) -> Iterator[bytes]:
+    """Lines of `path`, decompressed by its magic bytes (gzip, zstd, bzip2) or read as they are."""
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
     if magic == ZSTD_MAGIC:
-        try:
-            import zstandard
-        except ImportError:
-            raise WikiGPTError(f"{path}: a .zst file needs the zstandard package (pip install zstandard)") from None
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
-    if magic[:3] == b"BZh":
-        return bz2.open(path, "rb")
-    return open(path, "rb")
+        yield from _zst_lines(path)
+        return
+    opener = gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh" else open
+    with opener(path, "rb") as fh:
+        yield from fh
 
 
 def json_lines(path: str | Path) -> Iterator[tuple[int, object]]:
@@ -37,22 +61,17 @@ def json_lines(path: str | Path) -> Iterator[tuple[int, object]]:
     path = Path(path)
     lineno = 0
     try:
-        with open_binary(path) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    raise WikiGPTError(f"{path}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
-                except json.JSONDecodeError as exc:
-                    raise WikiGPTError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+        for lineno, raw in enumerate(open_lines(path), 1):
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise WikiGPTError(f"{path}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            except json.JSONDecodeError as exc:
+                raise WikiGPTError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
     except (OSError, EOFError) as exc:
         raise WikiGPTError(f"{path}: corrupt or truncated file after line {lineno} ({exc})") from None
-    except Exception as exc:  # zstandard.ZstdError has no importable base we can name here
-        if type(exc).__name__ == "ZstdError":
-            raise WikiGPTError(f"{path}: corrupt zstd data after line {lineno} ({exc})") from None
-        raise
 
 
 def write_documents(docs: Iterator[dict], outdir: str | Path, source: str | Path, counts: dict) -> dict:

@@ -1,7 +1,9 @@
-"""Data-stage speed on the enwiki excerpt's text repeated to >= 50 MB (issue 2, "Speed").
+"""Data-stage speed on the enwiki excerpt's text repeated to >= 50 MB (issue 2, "Speed"), and Chinese
+presplit beside it on the project's zhwiki/MNBVC samples repeated to >= 20 MB (issue 6).
 
 Prints, with the anchor each is judged against:
   presplit     MB/s per core, end to end (JSON lines -> sentence split -> Parquet)     anchor: >= 10 MB/s
+  presplit zh  the same for Chinese (punctuation splitter), without and with t2s       anchor: >= 10 MB/s
   tokenize     MB/s, end to end (Parquet -> .bin/.idx.npy), one thread, GPT-2 BPE      anchor: >= 0.7x tiktoken
   tiktoken     encode_ordinary, one thread, same texts, same run (the anchor)
   tokenizers   HF encode_batch, one thread, same texts (for reference)
@@ -9,7 +11,7 @@ Prints, with the anchor each is judged against:
   memory       peak RSS of a tokenize job on half and on all of the text
 and what presplit would take for 18 GB on 16 cores at the measured per-core rate.
 
-    python benchmarks/bench_data.py [--mb 50] [--workdir /tmp/bench_data]
+    python benchmarks/bench_data.py [--mb 50] [--zh-mb 20] [--presplit-only] [--workdir /tmp/bench_data]
 Needs ../shared/data (the enwiki excerpt and gpt2_bpe).
 """
 
@@ -38,7 +40,23 @@ def build_corpus(work: Path, mb: int) -> tuple[Path, int]:
 
     extract_dump(DUMP, work / "extract1", processes=2)
     lines = [json.loads(ln) for f in sorted((work / "extract1").rglob("wiki_*")) for ln in f.read_text().splitlines()]
-    out = work / "extract"
+    return repeat_docs(lines, work / "extract", mb)
+
+
+def build_zh_corpus(work: Path, mb: int) -> tuple[Path, int]:
+    """Extract output of the Chinese samples (zhwiki dump, MNBVC file), repeated (new ids) to >= `mb` MB."""
+    from gpt2core.data.sources import extract_part
+
+    zh = REPO / "resources/sample/zh"
+    extract_part("wikipedia", zh / "zhwiki-pages-articles.xml.bz2", work / "zh1/zhwiki", "zhwiki", 1)
+    extract_part("mnbvc", zh / "mnbvc-sample.jsonl", work / "zh1/mnbvc", "mnbvc")
+    lines = [json.loads(ln) for f in sorted((work / "zh1").rglob("wiki_*"))
+             for ln in f.read_text(encoding="utf-8").splitlines()]
+    return repeat_docs(lines, work / "extract_zh", mb)
+
+
+def repeat_docs(lines: list[dict], out: Path, mb: int) -> tuple[Path, int]:
+    """Write `lines` again and again (ids made unique) as ~1 MB JSON-lines files until >= `mb` MB of text."""
     out.mkdir()
     text_bytes = rep = 0
     fh, files = None, 0
@@ -50,7 +68,7 @@ def build_corpus(work: Path, mb: int) -> tuple[Path, int]:
                 (out / "AA").mkdir(exist_ok=True)
                 fh = open(out / "AA" / f"wiki_{files:04d}", "w", encoding="utf-8")
                 files += 1
-            fh.write(json.dumps({**doc, "id": f"{doc['id']}-{rep}"}) + "\n")
+            fh.write(json.dumps({**doc, "id": f"{doc['id']}-{rep}"}, ensure_ascii=False) + "\n")
             text_bytes += len(doc["text"].encode())
         rep += 1
     fh.close()
@@ -94,6 +112,8 @@ def _in_fresh_process(args: tuple[str, str, str]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=50)
+    ap.add_argument("--zh-mb", type=int, default=20)
+    ap.add_argument("--presplit-only", action="store_true", help="only the presplit rates (English, Chinese)")
     ap.add_argument("--workdir", default="/tmp/bench_data")
     args = ap.parse_args()
     if not DUMP.exists():
@@ -111,6 +131,19 @@ def main() -> None:
     parts = [("p", extract)]
     presplit_s = best_of(2, lambda: presplit_shard(parts, work / "all.parquet", 0, 1, split=True, min_chars=200))
     presplit_rate = raw_bytes / presplit_s / 1e6
+    zh_extract, zh_bytes = build_zh_corpus(work, args.zh_mb)
+    zh_rates = {}
+    for t2s in (False, True):
+        seconds = best_of(2, lambda t2s=t2s: presplit_shard([("zh", zh_extract)], work / "zh.parquet", 0, 1,
+                                                            split=True, min_chars=200, lang="zh", t2s=t2s))
+        zh_rates[t2s] = zh_bytes / seconds / 1e6
+    print(f"presplit   {presplit_rate:6.1f} MB/s per core (English, {raw_bytes / 1e6:.0f} MB)   anchor >= 10 MB/s   "
+          f"{'OK' if presplit_rate >= 10 else 'BELOW'}")
+    for t2s, rate in zh_rates.items():
+        print(f"presplit   {rate:6.1f} MB/s per core (Chinese{' + t2s' if t2s else ''}, {zh_bytes / 1e6:.0f} MB)"
+              f"   anchor >= 10 MB/s   {'OK' if rate >= 10 else 'BELOW'}")
+    if args.presplit_only:
+        return
     for k in range(2):  # two halves for the parallel tokenize measurement
         presplit_shard(parts, work / f"half{k}.parquet", k, 2, split=True, min_chars=200)
 

@@ -47,8 +47,14 @@ def corpora(manifest: dict, manifest_path: str | Path = "manifest.json") -> list
     return out
 
 
-def corpus_seed(seed: int, name: str, split: str) -> int:
-    """A window-order seed per (corpus, split): adding a corpus never reorders another corpus's windows."""
+def corpus_seed(seed: int, name: str, split: str, alone: bool = False) -> int:
+    """A window-order seed per (corpus, split): adding a corpus never reorders another corpus's windows.
+
+    A corpus `alone` in its manifest keeps `seed` itself, so a single-corpus run reads exactly the windows
+    the single-stream loader read (same batches, checkpoints resume unchanged).
+    """
+    if alone:
+        return seed
     digest = hashlib.blake2b(f"{seed}\x00{name}\x00{split}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 
@@ -66,11 +72,12 @@ def train_blend(manifest: dict, seq_len: int, seed: int,
                 manifest_path: str | Path = "manifest.json") -> tuple[Blend, list[Corpus]]:
     """The weighted train blend of every corpus that has train tokens (and the corpora it draws from)."""
     datasets, used = [], []
-    for corpus in corpora(manifest, manifest_path):
+    every = corpora(manifest, manifest_path)
+    for corpus in every:
         stream = corpus_stream(manifest, corpus, "train")
         if stream is None:
             raise WikiGPTError(f"{manifest_path}: corpus {corpus.name!r} has no train tokens")
-        datasets.append(WindowDataset(stream, seq_len, corpus_seed(seed, corpus.name, "train")))
+        datasets.append(WindowDataset(stream, seq_len, corpus_seed(seed, corpus.name, "train", len(every) == 1)))
         used.append(corpus)
     return Blend(datasets, [c.weight for c in used]), used
 
@@ -79,11 +86,12 @@ def valid_sources(manifest: dict, seq_len: int, seed: int, micro_batch: int, eod
                   mask_eod: bool = True, split: str = "valid") -> dict[str, BatchSource]:
     """One fixed-order BatchSource per corpus with enough `split` tokens for a window (others skipped)."""
     out = {}
-    for corpus in corpora(manifest):
+    every = corpora(manifest)
+    for corpus in every:
         stream = corpus_stream(manifest, corpus, split)
         if stream is None or stream.total < seq_len + 1:
             continue
-        data = WindowDataset(stream, seq_len, corpus_seed(seed, corpus.name, split))
+        data = WindowDataset(stream, seq_len, corpus_seed(seed, corpus.name, split, len(every) == 1))
         out[corpus.name] = BatchSource(Blend([data], [1.0]), micro_batch, 1, 1, eod_id, mask_eod)
     return out
 
@@ -131,3 +139,22 @@ def model_valid_loss(model: torch.nn.Module, sources: dict[str, BatchSource], it
         return per_corpus_loss(loss_fn, sources, iters, weights)
     finally:
         model.train(was_training)
+
+
+@dataclass(frozen=True)
+class BlendData:
+    """What a trainer needs: the blended train source, a valid source per corpus, the blend weights."""
+
+    train: BatchSource
+    valid: dict[str, BatchSource]
+    weights: dict[str, float]
+
+
+def blend_data(manifest: dict, manifest_path: str | Path, seq_len: int, seed: int, micro_batch: int,
+               grad_accum: int, world: int, mask_eod: bool = True) -> BlendData:
+    """Train blend (windows seeded by `seed`) and per-corpus valid sets (seeded by `seed + 1`)."""
+    eod = int(manifest["tokenizer"]["eod_id"])
+    blend, used = train_blend(manifest, seq_len, seed, manifest_path)
+    train = BatchSource(blend, micro_batch, grad_accum, world, eod, mask_eod)
+    valid = valid_sources(manifest, seq_len, seed + 1, micro_batch, eod, mask_eod)
+    return BlendData(train, valid, {c.name: c.weight for c in used})

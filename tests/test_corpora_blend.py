@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2core.blend import corpora, model_valid_loss, per_corpus_loss, train_blend, valid_sources
+from gpt2core.blend import blend_data, corpora, model_valid_loss, per_corpus_loss, train_blend, valid_sources
 from gpt2core.errors import WikiGPTError
-from gpt2core.loader import BatchSource, load_manifest
+from gpt2core.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
 from gpt2core.model import GPT, GPTConfig
 
 EOD = 999
@@ -104,13 +104,19 @@ def test_epochs_wrap_and_adding_a_corpus_keeps_each_corpus_order(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(en_two, en_three, strict=True))
 
 
-def test_manifest_without_corpora_is_one_corpus(tmp_path):
+def test_one_corpus_reads_what_the_single_stream_loader_reads(tmp_path):
     manifest = load_manifest(write_blend_manifest(tmp_path, {"only": 1.0}))
-    del manifest["corpora"]
+    old = BatchSource(Blend([WindowDataset(split_stream(manifest, "train"), SEQ, 5)], [1.0]), 4, 2, 2, EOD)
+    data = blend_data(manifest, "m.json", SEQ, 5, micro_batch=4, grad_accum=2, world=2)
+    old_valid = BatchSource(Blend([WindowDataset(split_stream(manifest, "valid"), SEQ, 6)], [1.0]), 4, 1, 1, EOD)
+    for step in (0, 3, 17):
+        assert torch.equal(data.train.get(step, 1, 1).x, old.get(step, 1, 1).x)
+        assert torch.equal(data.valid["only"].get(step).x, old_valid.get(step).x)
+    assert data.weights == {"only": 1.0}
+    del manifest["corpora"]  # a manifest written before per-corpus sections: one corpus named "all"
     (c,) = corpora(manifest)
     assert c.name == "all" and c.weight == 1.0
-    blend, _ = train_blend(manifest, SEQ, 1)
-    assert corpus_of(blend.sample(0)) == 0
+    assert torch.equal(blend_data(manifest, "m.json", SEQ, 5, 4, 2, 2).train.get(3).x, old.get(3).x)
 
 
 def test_bad_corpora_section_is_a_one_line_error(tmp_path):

@@ -141,4 +141,6 @@ def all_targets():
         targets.append(f"{RESULTS}/ppl_wiki103.txt")
     if config["eval"]["lambada"].get("source") and config["eval"]["lambada"]["enabled"]:
         targets.append(f"{RESULTS}/lambada.json")
+    if config["eval"]["wiki103"].get("source") or f"{RESULTS}/lambada.json" in targets:
+        targets.append(f"{RESULTS}/eval_table.html")
     return targets

@@ -85,15 +85,3 @@ rule eval_table:
     script:
         f"{SCRIPTS}/eval_table.py"
 
-
-# WORKAROUND until rules/common.smk lists the table itself (ask: append f"{RESULTS}/eval_table.html" to
-# all_targets() when an eval source is configured, then delete these lines): the Snakefile calls
-# all_targets() after every include, so this wrapper puts the results table into `rule all`.
-_all_targets_without_table = all_targets
-
-
-def all_targets():
-    targets = _all_targets_without_table()
-    if WIKI103.get("source") or RUN_LAMBADA:
-        targets.append(f"{RESULTS}/eval_table.html")
-    return targets

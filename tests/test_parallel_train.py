@@ -196,3 +196,15 @@ def test_layout_errors_stop_the_workflow_before_launch(tmp_path: Path, train_ove
     assert proc.returncode != 0
     assert f"error: config: {message}" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_one_process_checkpoint_is_not_silently_dropped_by_a_parallel_run(work: Path) -> None:
+    import shutil
+
+    (work / "checkpoints" / "plain").mkdir(parents=True)
+    shutil.copytree(work / "checkpoints/tp1/step_0000005", work / "checkpoints/plain/step_0000005")
+    proc = subprocess.run(command(work, "plain", 2, tp=2), cwd=work, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "step_0000005: written by a one-process run; resume it with train.tp=1" in proc.stderr
+    assert not (work / "plain" / "done.json").exists()

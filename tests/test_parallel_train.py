@@ -208,3 +208,37 @@ def test_a_one_process_checkpoint_is_not_silently_dropped_by_a_parallel_run(work
     assert proc.returncode != 0
     assert "step_0000005: written by a one-process run; resume it with train.tp=1" in proc.stderr
     assert not (work / "plain" / "done.json").exists()
+
+
+FAKE_SRUN = """#!/usr/bin/env bash
+# Stand-in for SLURM's srun on one machine: start the command once per "node" (--nodes=N), wait for all.
+set -u
+n=1; while [ "${1#--}" != "$1" ]; do case "$1" in --nodes=*) n="${1#--nodes=}";; esac; shift; done
+pids=(); for i in $(seq 0 $((n - 1))); do SLURM_NODEID=$i "$@" & pids+=($!); done
+rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done; exit $rc
+"""
+
+
+def test_workflow_multinode_launch_through_srun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rule train with train.nnodes=2: srun starts one torchrun per node meeting at the allocation's first
+    host. SLURM is not here, so srun/scontrol are stand-ins that run both "nodes" on this machine."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "srun").write_text(FAKE_SRUN)
+    (fake / "scontrol").write_text("#!/usr/bin/env bash\necho 127.0.0.1\n")
+    for tool in ("srun", "scontrol"):
+        (fake / tool).chmod(0o755)
+    work = tmp_path / "wf"
+    work.mkdir()
+    config = workflow_config(work, tp=2, nnodes=2, nproc_per_node=1, iters=4, save_interval=4, eval_interval=4)
+    config["model"]["dropout"] = 0.0
+    write_config(work, config)
+    proc = run_snakemake(work, "results/train/done.json", check=False)  # no allocation: a clear error
+    assert proc.returncode != 0 and "train.nnodes > 1 runs inside a SLURM allocation" in proc.stderr
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[01-02]")
+    run_snakemake(work, "results/model/config.json")
+    done = json.loads((work / "results/train/done.json").read_text())
+    assert done["iterations"] == 4
+    meta = json.loads((work / done["checkpoint"] / "meta.json").read_text())
+    assert (meta["tp"], meta["world_size"]) == (2, 2)

@@ -5,7 +5,7 @@
 import json
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.parallel import check_parallel_config, check_seq_len
+from gpt2core.parallel_config import check_parallel_config, check_seq_len
 
 try:  # tensor/data-parallel layout errors stop the workflow before anything is launched
     check_seq_len(config["model"]["seq_len"], check_parallel_config(config["model"], config["train"]))

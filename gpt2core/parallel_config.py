@@ -1,0 +1,52 @@
+"""The tensor/data-parallel layout of a run and its checks, without torch: the workflow imports this at
+parse time (rules/train.smk) to refuse a bad layout before anything is launched, and importing torch there
+would slow every snakemake invocation by seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpt2core.errors import WikiGPTError
+from gpt2core.vocab import padded_vocab_size
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """Sizes of the 2-D mesh and the options a run was configured with."""
+
+    dp: int = 1
+    tp: int = 1
+    sequence_parallel: bool = False
+
+    @property
+    def world(self) -> int:
+        return self.dp * self.tp
+
+
+# ---- configuration checks (before launch) --------------------------------------------------------------
+def check_parallel_config(model_cfg: dict, train_cfg: dict, vocab_size: int | None = None) -> ParallelPlan:
+    """Refuse, in one line naming the key, a layout torchrun would only fail on later (or train wrongly)."""
+    tp, dp = int(train_cfg.get("tp", 1)), int(train_cfg.get("dp", 1))
+    nproc, nnodes = int(train_cfg.get("nproc_per_node", 1)), int(train_cfg.get("nnodes", 1))
+    if nproc * nnodes != tp * dp:
+        raise WikiGPTError(f"config: train.nproc_per_node x train.nnodes = {nproc} x {nnodes} = {nproc * nnodes} "
+                           f"processes, but train.tp x train.dp = {tp} x {dp} = {tp * dp}")
+    if model_cfg["n_head"] % tp:
+        raise WikiGPTError(f"config: model.n_head {model_cfg['n_head']} is not divisible by train.tp {tp}")
+    if model_cfg["n_embd"] % tp:
+        raise WikiGPTError(f"config: model.n_embd {model_cfg['n_embd']} is not divisible by train.tp {tp}")
+    if vocab_size is not None:
+        padded = padded_vocab_size(vocab_size, int(model_cfg.get("vocab_multiple", 128)), tp)
+        if padded % tp:
+            raise WikiGPTError(f"config: padded vocabulary {padded} (model.vocab_multiple "
+                               f"{model_cfg.get('vocab_multiple')}) is not divisible by train.tp {tp}")
+    if train_cfg.get("sequence_parallel") and tp == 1:
+        raise WikiGPTError("config: train.sequence_parallel needs train.tp > 1")
+    return ParallelPlan(dp=dp, tp=tp, sequence_parallel=bool(train_cfg.get("sequence_parallel", False)))
+
+
+def check_seq_len(seq_len: int, plan: ParallelPlan) -> None:
+    """Sequence parallelism shards the sequence dim: it must split evenly."""
+    if plan.sequence_parallel and seq_len % plan.tp:
+        raise WikiGPTError(f"config: model.seq_len {seq_len} is not divisible by train.tp {plan.tp} "
+                           "(needed by train.sequence_parallel)")

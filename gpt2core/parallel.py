@@ -9,11 +9,16 @@ Layout on a 2-D DeviceMesh ("dp", "tp"):
   lm_head: ColwiseParallel with its output left sharded on the vocabulary for `loss_parallel`.
   Both weights are row-sharded [vocab, hidden] DTensors: they are re-tied after sharding.
 - sequence parallelism (optional): LayerNorms and the residual stream sharded on the sequence dim.
-- data parallelism: DDP over the dp dimension (gradients averaged over dp ranks only).
+- parameters left unsharded (LayerNorms, positions, row-parallel biases) become Replicate DTensors, so
+  the optimizer's foreach/fused kernels and DCP see one kind of parameter.
+- data parallelism: FSDP2 (`fully_shard`) over the dp dimension (composes with the tp DTensors;
+  gradients reduce-scattered and averaged over dp ranks only).
 
-Pitfalls handled here (torch 2.13 CPU): the tie coming apart, clip_grad_norm_ on a DTensor/plain mix (our own
-global norm reduces each parameter over the mesh dims it is sharded on), and every rank agreeing on an
-fp16 overflow.
+Pitfalls handled here (torch 2.13 CPU): the tie coming apart (re-tied), clip_grad_norm_ on a DTensor/plain
+mix (our own global norm reduces each gradient over the mesh dims it is sharded on), Partial gradients of
+replicated parameters under sequence parallelism (finish_grads_). Every rank agreeing on an fp16 overflow
+follows from that global norm being identical on all ranks, and is enforced by
+gpt2core.training.distributed.any_rank.
 """
 
 from __future__ import annotations
@@ -195,7 +200,7 @@ def parallelize(model: nn.Module, plan: ParallelPlan, device_type: str) -> tuple
     return wrapped, mesh
 
 
-# ---- gradients: global norm and fp16 agreement ------------------------------------------------------
+# ---- gradients: completion, global norm, clipping ------------------------------------------------------
 def finish_grads_(params: Iterable[torch.nn.Parameter]) -> None:
     """After backward: gradients that DTensor left Partial (replicated LayerNorm parameters under sequence
     parallelism see only their sequence shard) are summed over the group into the parameter's placement,
@@ -266,12 +271,3 @@ def clip_grads_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, max_no
         coef *= float(torch.clamp(max_norm / (norm * inv_scale + 1e-6), max=1.0))
     if coef != 1.0 and grads:
         torch._foreach_mul_(grads, coef)
-
-
-def all_ranks_overflow(found_inf: bool, device: torch.device) -> bool:
-    """True when any rank saw inf/nan: every rank skips the step together, or their weights drift apart."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return found_inf
-    t = torch.tensor([1.0 if found_inf else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())

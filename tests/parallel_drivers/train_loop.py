@@ -23,7 +23,6 @@ from gpt2core.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     ParallelPlan,
-    all_ranks_overflow,
     clip_grads_,
     dp_rank_and_size,
     finish_grads_,
@@ -35,6 +34,7 @@ from gpt2core.parallel import (
     tp_context,
 )
 from gpt2core.training.checkpoint import latest_checkpoint
+from gpt2core.training.distributed import any_rank
 
 VOCAB = 1100  # padded 1152 at tp=1, 1280 at tp=2 and tp=4: the merge has padding to trim
 GLOBAL_BATCH, SEQ = 8, 16
@@ -102,7 +102,7 @@ def main() -> None:
         params = [q for q in raw.parameters() if q.grad is not None]
         finish_grads_(params)
         norm = global_grad_norm(params, mesh)
-        assert not all_ranks_overflow(not bool(torch.isfinite(norm)), torch.device("cpu"))
+        assert not any_rank(not bool(torch.isfinite(norm)), torch.device("cpu"))
         clip_grads_(params, norm, max_norm=1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -154,3 +154,45 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
     (snakemake_dir / OWNER).unlink(missing_ok=True)
     warn(f"warning: removed a stale Snakemake lock in {locks} (its Snakemake, pid {pid}, was killed)")
     return True
+
+
+# ---- pickled DCP metadata -------------------------------------------------------------------------------
+# torch.distributed.checkpoint reads a sharded checkpoint's `.metadata` with plain pickle.load, which runs
+# any code the file names. Before DCP reads it, `check_dcp_metadata` unpickles it with only the classes DCP
+# itself writes there (found by recording what a real save names), so a hostile file is refused unread.
+_DCP_ALLOWED = {
+    "torch.distributed.checkpoint.metadata": None,  # None: any class defined in the module
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"Path", "PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+def check_dcp_metadata(path: str | Path) -> None:
+    """Raise IntegrityError unless `path` (a DCP `.metadata`) unpickles using only DCP's own classes."""
+    import io
+    import pickle
+
+    import torch
+
+    path = Path(path)
+
+    class _Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            allowed = _DCP_ALLOWED.get(module, set())
+            obj = super().find_class(module, name) if module in _DCP_ALLOWED else None
+            if module == "torch" and isinstance(obj, torch.dtype):
+                return obj
+            if module in _DCP_ALLOWED and (allowed is None and isinstance(obj, type) or name in (allowed or ())):
+                return obj
+            raise IntegrityError(f"{path}: refusing to unpickle: it names {module}.{name}, which a "
+                                 "torch.distributed.checkpoint metadata file never holds")
+
+    try:
+        _Restricted(io.BytesIO(path.read_bytes())).load()
+    except IntegrityError:
+        raise
+    except Exception as exc:  # any malformed pickle: truncated, bad opcode, wrong types
+        raise IntegrityError(f"{path}: unreadable checkpoint metadata ({type(exc).__name__}: {exc})") from None

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 from faultlib import (
+    LOCK_MESSAGE,
     REPORT,
     Fault,
     base_seed,
@@ -26,8 +28,11 @@ from faultlib import (
     inject,
     report_table,
     rerun,
+    run_plain,
     snapshot_before,
+    stage_running,
     stage_seconds,
+    start_plain,
 )
 
 from gpt2core import integrity
@@ -136,3 +141,22 @@ def test_sigint_inside_train_exits_cleanly_and_plain_rerun_is_identical(referenc
 def test_plain_rerun_after_sigkill_needs_no_unlock(data_chain, model_chain) -> None:
     stale = [f.line() for f in REPORT if f.signal == "SIGKILL" and f.stale_lock]
     assert not stale, stale
+
+
+def test_second_snakemake_is_refused_and_the_first_is_unharmed(reference, reference_outputs,
+                                                                tmp_path_factory) -> None:
+    work = snapshot_before(reference, tmp_path_factory.getbasetemp() / "two_runs", "train")
+    first = start_plain(work, work / "first.log")
+    try:
+        deadline = time.monotonic() + 300
+        while not stage_running(first.pid, "train"):
+            assert first.poll() is None and time.monotonic() < deadline, (work / "first.log").read_text()[-3000:]
+            time.sleep(0.01)
+        second = run_plain(work, "all")
+        assert second.returncode != 0 and LOCK_MESSAGE in second.stdout + second.stderr
+        assert first.wait(timeout=600) == 0, (work / "first.log").read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    diffs = differences(reference_outputs, final_outputs(work))
+    assert not diffs, diffs[:20]

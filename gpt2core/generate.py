@@ -123,7 +123,10 @@ class Generator:
         tok_path = model_dir / TOKENIZER_NAME
         if not tok_path.is_file():
             raise WikiGPTError(f"{tok_path}: missing (the model directory has no tokenizer)")
-        self.tokenizer = Tokenizer.from_file(str(tok_path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tok_path))
+        except Exception as exc:  # tokenizers raises a bare Exception for any unreadable file
+            raise WikiGPTError(f"{tok_path}: unreadable tokenizer ({' '.join(str(exc).split())})") from None
         eod = eod_id_from_tokenizer(tok_path)
         if eod is None:
             raise WikiGPTError(f"{tok_path}: has no <|endoftext|> token")

@@ -297,3 +297,46 @@ def test_proposed_workflow_hook_clears_a_sigkilled_lock_and_keeps_a_live_one(tmp
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "removed a stale Snakemake lock" in rerun.stdout + rerun.stderr
     assert (tmp_path / "b.txt").read_text() == "a\n"
+
+
+@pytest.fixture(scope="module")
+def exported_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from gpt2core.hf import export_hf
+    from gpt2core.model import GPT, GPTConfig
+
+    base = tmp_path_factory.mktemp("model_tok")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["bread and tea in the rain"] * 50, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(base / "tokenizer.json"))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.get_vocab_size(), padded_vocab_size=384, n_layer=1, n_head=2, n_embd=32,
+                          n_positions=32))
+    export_hf(model, base / "model", base / "tokenizer.json")
+    return base / "model"
+
+
+@pytest.mark.parametrize("consumer", ["generate", "evaluate"])
+@pytest.mark.parametrize("damage", ["garbled", "truncated", "empty"])
+def test_damaged_tokenizer_in_the_model_directory_is_a_one_line_error(exported_with_tokenizer: Path,
+                                                                      tmp_path: Path, consumer: str,
+                                                                      damage: str) -> None:
+    import shutil
+
+    from gpt2core.eval.encoder import load_encode
+    from gpt2core.generate import Generator
+
+    copy = tmp_path / "model"
+    shutil.copytree(exported_with_tokenizer, copy)
+    load = (lambda: Generator(copy)) if consumer == "generate" else (lambda: load_encode(copy / "tokenizer.json"))
+    load()  # intact: loads
+    tok = copy / "tokenizer.json"
+    tok.write_bytes({"garbled": b'{"version": "1.0", "model": 12}', "truncated": tok.read_bytes()[:500],
+                     "empty": b""}[damage])
+    with pytest.raises(WikiGPTError) as info:
+        load()
+    assert "tokenizer.json" in str(info.value) and "\n" not in str(info.value)

@@ -4,6 +4,7 @@ when complete, so a killed or failed stage never leaves a partial file that look
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
@@ -15,11 +16,36 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` left beside `final` by a writer that was killed
+    (SIGKILL, OOM, power) before its rename: otherwise every crash leaves a partial copy on disk for good."""
+    for kind in ("tmp", "old"):
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
+            suffix = stale.name.rsplit("-", 1)[1]
+            if not suffix.isdigit() or int(suffix) == os.getpid() or _pid_alive(int(suffix)):
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; rename it to `final` on success, delete it on any error."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = _tmp_name(final)
     try:
         yield tmp
@@ -34,6 +60,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `final` (whole), on error it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = _tmp_name(final)
     if tmp.exists():
         shutil.rmtree(tmp)

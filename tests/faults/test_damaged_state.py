@@ -340,3 +340,26 @@ def test_damaged_tokenizer_in_the_model_directory_is_a_one_line_error(exported_w
     with pytest.raises(WikiGPTError) as info:
         load()
     assert "tokenizer.json" in str(info.value) and "\n" not in str(info.value)
+
+
+# ---- temporaries of a killed writer ----------------------------------------------------------------------
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    from gpt2core.fsutil import atomic_dir, atomic_path
+
+    dead = dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / f".out.bin.tmp-{dead}").write_bytes(b"partial")
+        (tmp_path / f".out.bin.old-{dead}").write_bytes(b"previous")
+        (tmp_path / f".out.bin.tmp-{live.pid}").write_bytes(b"someone else, still writing")
+        (tmp_path / f".other.bin.tmp-{dead}").write_bytes(b"another output's leftover")
+        (tmp_path / f".part.tmp-{dead}" / "AA").mkdir(parents=True)
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            tmp.write_bytes(b"new")
+        with atomic_dir(tmp_path / "part") as tmp:
+            (tmp / "wiki_00").write_text("x")
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f".other.bin.tmp-{dead}", f".out.bin.tmp-{live.pid}", "out.bin", "part"]), left
+    finally:
+        live.kill()
+        live.wait()

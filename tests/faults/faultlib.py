@@ -149,12 +149,13 @@ def _unlock_if_stale(workdir: Path, output: str, previous: Fault | None) -> bool
 
 
 def inject(workdir: Path, stage: str, sig: signal.Signals, seed: int, max_delay: float,
-           previous: Fault | None = None, timeout: float = 300) -> Fault:
+           previous: Fault | None = None, timeout: float = 300, only_job: bool = False) -> Fault:
     """Start a plain run, wait for `stage`'s job, sleep uniform(0, max_delay) (cut short if the job ends)
     and send `sig` to the whole session (as a kill -9 of the process group or a Ctrl-C would); wait for
-    everything in it to be gone. `previous`: the fault this run is the rerun of."""
+    everything in it to be gone. `previous`: the fault this run is the rerun of. `only_job`: signal only
+    the stage's job processes (as the OOM killer would), and let Snakemake notice."""
     delay = random.Random(seed).uniform(0.0, max_delay)
-    fault = Fault(stage, sig.name, seed, delay)
+    fault = Fault(stage, sig.name + (" (job only)" if only_job else ""), seed, delay)
     print(f"fault stage={stage} signal={sig.name} seed={seed} delay={delay:.3f}s (injecting)", flush=True)
     log = workdir / f"fault-{stage}-{sig.name}.log"
     for _attempt in range(2):
@@ -171,7 +172,12 @@ def inject(workdir: Path, stage: str, sig: signal.Signals, seed: int, max_delay:
                 while time.monotonic() < end and stage_running(sid, stage):
                     time.sleep(0.005)
                 fault.inside = stage_running(sid, stage)
-                os.killpg(sid, sig)
+                if only_job:
+                    for pid, cmd in session_processes(sid):
+                        if STAGE_MARKERS[stage] in cmd:
+                            os.kill(pid, sig)
+                else:
+                    os.killpg(sid, sig)
                 proc.wait(timeout=120)
                 break
         finally:

@@ -134,6 +134,22 @@ def test_sigint_inside_train_exits_cleanly_and_plain_rerun_is_identical(referenc
     assert not diffs, f"{fault.line()}: {diffs[:20]}"
 
 
+def test_oom_style_sigkill_of_the_trainer_alone_then_plain_rerun_is_identical(reference, reference_outputs, seed,
+                                                                              tmp_path_factory) -> None:
+    """Only the training processes die (as under the OOM killer): Snakemake marks the job failed, releases
+    its lock and exits non-zero; the plain rerun resumes and ends identical."""
+    work = snapshot_before(reference, tmp_path_factory.getbasetemp() / "oom", "train")
+    fault = inject(work, "train", signal.SIGKILL, seed + 300, 0.7 * stage_seconds(reference, "train"),
+                   only_job=True)
+    assert fault.inside
+    assert "Error in rule train" in (work / "fault-train-SIGKILL.log").read_text()
+    assert not list((work / ".snakemake/locks").glob("*"))
+    rerun(work, fault)
+    assert not fault.stale_lock
+    diffs = differences(reference_outputs, final_outputs(work))
+    assert not diffs, f"{fault.line()}: {diffs[:20]}"
+
+
 @pytest.mark.xfail(not HOOKED, strict=True,
                    reason="a SIGKILLed Snakemake leaves .snakemake/locks/ behind and the plain rerun refuses "
                           "until rules/common.smk calls gpt2core.integrity.clear_stale_locks() at parse time and "

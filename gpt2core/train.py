@@ -29,9 +29,10 @@ import torch
 from tqdm import tqdm
 
 from gpt2core import dist_checkpoint as dckpt
+from gpt2core.blend import blend_data
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, write_text_atomic
-from gpt2core.loader import Batch, BatchSource, Blend, WindowDataset, load_manifest, split_stream
+from gpt2core.loader import Batch, BatchSource, load_manifest
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     check_parallel_config,
@@ -199,19 +200,13 @@ class Trainer:
         self.metrics: MetricsLog | None = None
         self.last_saved: int | None = None
 
-    def _data(self, tc: dict) -> tuple[BatchSource, BatchSource | None]:
-        eod = int(self.manifest["tokenizer"]["eod_id"])
-        train = WindowDataset(split_stream(self.manifest, "train", self.paths.manifest), self.seq_len,
-                              self.data_seed)
-        source = BatchSource(Blend([train], [1.0]), tc["micro_batch"], tc["grad_accum"], self.dp_size,
-                             eod, tc["mask_eod_loss"])  # the ranks of one tp group read the same batch
-        try:
-            valid = WindowDataset(split_stream(self.manifest, "valid", self.paths.manifest), self.seq_len,
-                                  self.data_seed + 1)
-        except WikiGPTError as exc:
-            self.log(f"warning: no valid loss ({exc})")
-            return source, None
-        return source, BatchSource(Blend([valid], [1.0]), tc["micro_batch"], 1, 1, eod, tc["mask_eod_loss"])
+    def _data(self, tc: dict) -> tuple[BatchSource, dict[str, BatchSource] | None]:
+        data = blend_data(self.manifest, self.paths.manifest, self.seq_len, self.data_seed, tc["micro_batch"],
+                          tc["grad_accum"], self.dp_size, tc["mask_eod_loss"])  # a tp group reads one batch
+        self.valid_weights = data.weights
+        if not data.valid:
+            self.log(f"warning: no valid loss ({self.paths.manifest}: no corpus has a valid window)")
+        return data.train, data.valid or None
 
     def log(self, message: str) -> None:
         if self.env.is_main:
@@ -334,9 +329,13 @@ class Trainer:
         record = self.step()
         it = self.state.iteration
         if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
-            self.state.last_valid = evaluate(self.model, self.valid_source, tc["eval_iters"], self.precision,
-                                             self.device, self.tp)
+            losses = {name: evaluate(self.model, src, tc["eval_iters"], self.precision, self.device, self.tp)
+                      for name, src in self.valid_source.items()}
+            w = {name: self.valid_weights.get(name, 1.0) for name in losses}
+            self.state.last_valid = sum(losses[n] * w[n] for n in losses) / sum(w.values())
             record["valid_loss"] = self.state.last_valid
+            if len(losses) > 1:
+                record["valid_loss_by_corpus"] = losses
         if self.metrics is not None:
             self.metrics.write(record)
         if it % tc["save_interval"] == 0 or it == tc["iters"]:

@@ -26,8 +26,9 @@ MY_RULES = {"train", "loss_curve", "merge", "generate"}
 
 def workflow_config(tmp_path: Path, **train: object) -> dict:
     """The embedded default with a small model; the shared enwiki excerpt if the sample wiki is absent."""
-    over = {"model": {"n_layer": 2, "n_head": 2, "n_embd": 64, "seq_len": 64, "n_positions": 64},
-            "train": {"iters": 40, "save_interval": 20, "eval_interval": 20, "micro_batch": 8, **train},
+    over = {"model": {"n_layer": 2, "n_head": 2, "n_embd": 64, "seq_len": 64, "n_positions": 64, "dropout": 0.0},
+            "train": {"iters": 40, "save_interval": 20, "eval_interval": 20, "micro_batch": 8, "lr": 2e-3,
+                      **train},
             "generate": {"prompts": ["The history of", "In mathematics,"], "max_new_tokens": 12}}
     if not (SAMPLE / "samplewiki-pages-articles.xml.bz2").exists():
         dump = shared_file("enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")

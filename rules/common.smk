@@ -144,3 +144,15 @@ def all_targets():
     if config["eval"]["wiki103"].get("source") or f"{RESULTS}/lambada.json" in targets:
         targets.append(f"{RESULTS}/eval_table.html")
     return targets
+
+
+# A Snakemake killed with SIGKILL leaves its lock behind; a plain rerun removes it only when the Snakemake
+# that took it is provably dead on this host (gpt2core.integrity), so a live run on the same directory is
+# still refused.
+from gpt2core.integrity import clear_stale_locks, record_lock_owner
+
+clear_stale_locks(".snakemake", warn=lambda message: print(message, file=sys.stderr))
+
+
+onstart:
+    record_lock_owner(".snakemake")

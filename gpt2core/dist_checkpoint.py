@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.training.checkpoint import (
     FORMAT,
@@ -92,6 +93,7 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
         world = dist.get_world_size() if dist.is_initialized() else 1
         full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+        integrity.write_checksums(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -105,6 +107,7 @@ def check_complete(ckpt: Path, meta: dict) -> None:
     """A sharded checkpoint missing its DCP metadata or any rank's file is a hard error, never a guess."""
     if not (ckpt / "dcp" / ".metadata").is_file():
         raise WikiGPTError(f"{ckpt / 'dcp'}: sharded checkpoint has no .metadata (incomplete save)")
+    integrity.check_dcp_metadata(ckpt / "dcp" / ".metadata")  # DCP unpickles it: allow only its classes
     world = int(meta.get("world_size", 1))
     for r in range(world):
         if not (ckpt / "rng" / f"rank_{r:05d}.pt").is_file():

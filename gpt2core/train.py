@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from gpt2core import dist_checkpoint as dckpt
+from gpt2core import integrity
 from gpt2core.blend import blend_data
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, write_text_atomic
@@ -217,7 +218,11 @@ class Trainer:
         """Decide fresh vs resume (see the module docstring); return the iteration to start from."""
         root = self.paths.checkpoints
         finished = root / ckpt.FINISHED
-        latest = ckpt.latest_checkpoint(root)
+        found = ckpt.list_checkpoints(root)
+        if finished.exists() or not found:
+            latest = found[-1] if found else None
+        else:  # resuming: the newest checkpoint that verifies, with a warning about newer damaged ones
+            latest = integrity.newest_intact(found, self.log)
         if finished.exists() or latest is None:
             if self.env.is_main and root.exists():
                 if finished.exists():

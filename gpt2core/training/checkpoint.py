@@ -9,6 +9,7 @@ meta.json (step, LR step, tokens, loss scaler, configs, tokenizer hash, padded v
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.model import GPTConfig
@@ -74,6 +76,7 @@ def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: to
         torch.save(rng_state(), tmp / "rng.pt")
         full_meta = {"format": FORMAT, "step": step, **meta}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+        integrity.write_checksums(tmp)
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old)
     return final
@@ -109,7 +112,7 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise WikiGPTError(f"{path}: unreadable checkpoint file ({exc})") from None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import sha256_file
 from gpt2core.hf import export_hf
@@ -23,6 +24,7 @@ def final_checkpoint(done_json: str | Path) -> Path:
     weights = path / "dcp" / ".metadata" if (path / "dcp").is_dir() else path / "model.safetensors"
     if not (path / "meta.json").is_file() or not weights.is_file():
         raise WikiGPTError(f"{path}: checkpoint named by {done_json} is missing or incomplete")
+    integrity.verify_checksums(path)
     return path
 
 

@@ -16,7 +16,8 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -32,7 +33,7 @@ def remove_stale_temporaries(final: Path) -> None:
     for kind in ("tmp", "old"):
         for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
             suffix = stale.name.rsplit("-", 1)[1]
-            if not suffix.isdigit() or int(suffix) == os.getpid() or _pid_alive(int(suffix)):
+            if not suffix.isdigit() or int(suffix) == os.getpid() or pid_alive(int(suffix)):
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import sha256_file, write_text_atomic
+from gpt2core.fsutil import pid_alive, sha256_file, write_text_atomic
 
 CHECKSUMS = "checksums.json"
 FORMAT = 1
@@ -110,14 +110,6 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
@@ -147,7 +139,7 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
         return False
     if host != socket.gethostname() or pid == os.getpid() or newest_lock > recorded:
         return False  # another host, or locks taken after the owner was noted (a run not yet at onstart)
-    if _alive(pid) and (start is None or _start_time(pid) in (None, start)):
+    if pid_alive(pid) and (start is None or _start_time(pid) in (None, start)):
         return False
     for lock in lock_files:
         lock.unlink(missing_ok=True)

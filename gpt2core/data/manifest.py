@@ -35,7 +35,10 @@ def check_shard(bin_path: Path, idx_path: Path, dtype: str) -> tuple[int, int]:
     size = bin_path.stat().st_size
     if size % itemsize:
         raise WikiGPTError(f"{bin_path}: size {size} is not a multiple of {dtype}")
-    idx = np.load(idx_path, mmap_mode="r")
+    try:
+        idx = np.load(idx_path, mmap_mode="r")  # allow_pickle stays False: a pickled index is refused
+    except (ValueError, OSError, EOFError) as exc:
+        raise WikiGPTError(f"{idx_path}: not a readable int64 document index ({exc})") from None
     tokens = size // itemsize
     if idx.ndim != 1 or len(idx) < 1 or idx[0] != 0 or idx[-1] != tokens or np.any(np.diff(idx) <= 0):
         raise WikiGPTError(f"{idx_path}: document index does not match {bin_path.name} ({tokens} tokens)")

@@ -92,6 +92,8 @@ def corpus_sample(parquet_files: list[str], sample_bytes: int, heldout: list[str
                     if heldout is None or held >= held_per_shard:
                         break
                     continue
+                if len(text) > per_shard:  # one huge page must not pull megabytes past the budget
+                    text = text[:per_shard].encode("utf-8")[:per_shard].decode("utf-8", "ignore")
                 taken += len(text.encode("utf-8"))
                 yield text
             else:

@@ -23,10 +23,14 @@ def global_grad_norm(params: Iterable[torch.nn.Parameter],
 
 def unscale_and_clip_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, inv_scale: float,
                       max_norm: float) -> None:
-    """Multiply gradients by inv_scale (fp16 unscaling) and by the clip coefficient, in one pass."""
+    """Multiply gradients by inv_scale (fp16 unscaling) and by the clip coefficient, in one pass. The
+    coefficient stays a device tensor: no host sync in the step (inv_scale is a power of two, so the
+    product rounds exactly as a Python-float coefficient did)."""
     grads = [p.grad for p in params if p.grad is not None]
-    coef = inv_scale
+    if not grads:
+        return
     if max_norm > 0:
-        coef *= float(torch.clamp(max_norm / (norm * inv_scale + 1e-6), max=1.0))
-    if coef != 1.0:
-        torch._foreach_mul_(grads, coef)
+        coef = torch.clamp(max_norm / (norm.float() * inv_scale + 1e-6), max=1.0) * inv_scale
+        torch._foreach_mul_(grads, coef.to(grads[0].device))
+    elif inv_scale != 1.0:
+        torch._foreach_mul_(grads, inv_scale)

@@ -1,0 +1,192 @@
+"""GPU training throughput of the real trainer (`gpt2core.train.Trainer.step`, as `rule train` runs it) for
+GPT-2 small, with MFU against the device's dense 16-bit peak (gpt2core.training.flops), plus a plain
+nanoGPT-style loop on the same model as the anchor for "the parallel-capable trainer costs nothing at tp=1".
+
+Rows (in this order, so a run cut short still reports the headline):
+  trainer seq1024 b16 bf16 compile  (goal: >= 45% MFU on an H100; nanoGPT 37% on A100, llm.c ~40% on H100)
+  plain loop, same config            (anchor: trainer / plain >= 0.97x)
+  trainer bf16 eager, fp16 compile, the reference's config (seq 512, batch 8, activation checkpointing, fp16)
+  eager and compiled.
+Each row's tokens/s is the median step over `--steps` steps after warm-up (and compilation).
+
+    python benchmarks/bench_gpu.py                 # on a GPU machine (benchmarks/gpu.sh wraps it)
+    python benchmarks/bench_gpu.py --smoke         # a tiny CPU run that only checks the script works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from gpt2core.model import GPT
+from gpt2core.train import CausalLMLoss, RunPaths, Trainer, model_config
+from gpt2core.training.flops import flops_per_token, peak_flops
+from gpt2core.training.optimizer import param_groups
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB, EOD = 50257, 50256
+
+
+def schema_defaults(section: str) -> dict:
+    """config['model'] / config['train'] with every schema default (the trainer expects all keys)."""
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text(encoding="utf-8"))
+    props = schema["properties"][section]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+def synthetic_manifest(root: Path, tokens: int, seed: int = 0) -> Path:
+    """Random GPT-2 ids in one train and one valid shard, in the manifest format the trainer reads."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, n in (("train", tokens), ("valid", 1 << 16)):
+        ids = rng.integers(0, EOD, n, dtype=np.uint16)
+        ids[rng.integers(0, n, n // 1000)] = EOD  # some document ends
+        (root / f"{split}.bin").write_bytes(ids.tobytes())
+        np.save(root / f"{split}.idx.npy", np.array([0, n], dtype=np.int64))
+        splits[split] = {"tokens": n, "documents": 1, "shards": [
+            {"bin": str(root / f"{split}.bin"), "idx": str(root / f"{split}.idx.npy"), "tokens": n,
+             "documents": 1}]}
+    manifest = {"dtype": "uint16", "splits": splits, "dropped": {},
+                "tokenizer": {"path": "", "sha256": "0" * 64, "vocab_size": VOCAB, "eod_id": EOD}}
+    path = root / "manifest.json"
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    return path
+
+
+def model_section(seq: int, smoke: bool) -> dict:
+    m = schema_defaults("model")
+    m.update(n_layer=12, n_head=12, n_embd=768, seq_len=seq, n_positions=max(seq, 1024), dropout=0.0,
+             vocab_multiple=128)
+    if smoke:
+        m.update(n_layer=2, n_head=2, n_embd=32, n_positions=seq)
+    return m
+
+
+def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, compiled: bool, ckpt: bool,
+                steps: int, warmup: int, smoke: bool) -> dict:
+    train = schema_defaults("train")
+    train.update(micro_batch=mb, grad_accum=1, precision=precision, compile=compiled,
+                 activation_checkpointing=ckpt, lr=1.5e-4, weight_decay=0.01, grad_clip=1.0,
+                 iters=10**6, warmup=0.01, eval_interval=10**9, save_interval=10**9,
+                 device="cpu" if smoke else "cuda", tp=1, dp=1)
+    paths = RunPaths(manifest, tmp / "ckpt", tmp / "done.json", tmp / "metrics.jsonl")
+    trainer = Trainer(model_section(seq, smoke), train, 1234, paths)
+    trainer.loss_fn.train()
+    times = [trainer.step()["step_time_s"] for _ in range(warmup + steps)][warmup:]
+    dt = statistics.median(times)
+    return {"tokens_per_s": mb * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device}
+
+
+def plain_row(seq: int, mb: int, precision: str, compiled: bool, steps: int, warmup: int, smoke: bool) -> dict:
+    """nanoGPT's loop: model + loss (compiled), backward, clip_grad_norm_, fused AdamW; no syncs but one."""
+    device = torch.device("cpu" if smoke else "cuda")
+    cfg = model_config(model_section(seq, smoke), VOCAB)
+    torch.manual_seed(1234)
+    model = GPT(cfg).to(device)
+    loss_fn = CausalLMLoss(model, precision, device)
+    loss_fn = torch.compile(loss_fn, dynamic=False) if compiled else loss_fn
+    opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1.5e-4, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    data = [torch.randint(0, EOD, (mb, seq + 1), generator=g).to(device) for _ in range(8)]
+    mask = torch.ones(mb, seq, device=device)
+
+    def step(i: int) -> None:
+        tok = data[i % len(data)]
+        scaler.scale(loss_fn(tok[:, :-1], tok[:, 1:], mask)).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    return {"tokens_per_s": mb * seq / dt, "step_s": dt, "cfg": cfg, "device": device}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny CPU run: checks the script, measures nothing")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--budget-s", type=float, default=400.0, help="skip rows that would start after this")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="gpu_bench.jsonl here")
+    args = ap.parse_args()
+    smoke = args.smoke
+    if not smoke:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    steps, warmup = (2, 1) if smoke else (args.steps, args.warmup)
+    big = (32, 2) if smoke else (1024, 16)
+    ref = (32, 2) if smoke else (512, 8)
+    # (name, kind, seq, micro_batch, precision, compile, activation checkpointing)
+    rows = [("trainer seq1024 b16 bf16 compile", "trainer", *big, "bf16", True, False),
+            ("plain   seq1024 b16 bf16 compile", "plain", *big, "bf16", True, False),
+            ("trainer seq1024 b16 bf16 eager", "trainer", *big, "bf16", False, False),
+            ("plain   seq1024 b16 bf16 eager", "plain", *big, "bf16", False, False),
+            ("trainer seq1024 b16 fp16 compile", "trainer", *big, "fp16", True, False),
+            ("reference seq512 b8 ckpt fp16 eager", "trainer", *ref, "fp16", False, True),
+            ("reference seq512 b8 ckpt fp16 compile", "trainer", *ref, "fp16", True, True),
+            ("trainer seq1024 b32 bf16 compile", "trainer", big[0], 2 * big[1], "bf16", True, False)]
+    if smoke:
+        rows = [r for r in rows if not r[5]]  # no C++ compiler needed for the smoke run
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = (args.out / "gpu_bench.jsonl").open("a", encoding="utf-8")
+    t_all = time.perf_counter()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        manifest = synthetic_manifest(tmp, 1 << 22)
+        for i, (name, kind, seq, mb, precision, compiled, ckpt) in enumerate(rows):
+            if time.perf_counter() - t_all > args.budget_s:
+                print(f"{name:40s} skipped (over --budget-s {args.budget_s:.0f})", flush=True)
+                continue
+            t0 = time.perf_counter()
+            torch._dynamo.reset()  # each row compiles its own static-shape graph (the disk cache still helps)
+            if kind == "trainer":
+                r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup,
+                                smoke)
+            else:
+                r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
+            peak = peak_flops(r["device"], precision)
+            mfu = flops_per_token(r["cfg"], seq) * r["tokens_per_s"] / peak if peak else None
+            mem = torch.cuda.max_memory_allocated() / 2**30 if not smoke else 0.0
+            results[name] = r
+            line = (f"{name:40s} {r['tokens_per_s']:10.0f} tok/s  MFU {100 * mfu if mfu else float('nan'):5.1f}%"
+                    f"  step {r['step_s'] * 1000:7.1f} ms  mem {mem:5.1f} GiB  ({time.perf_counter() - t0:.0f} s"
+                    " incl. warm-up/compile)")
+            print(line, flush=True)
+            log.write(json.dumps({"row": name, "tokens_per_s": r["tokens_per_s"], "step_s": r["step_s"],
+                                  "mfu": mfu, "mem_gib": mem, "torch": torch.__version__}) + "\n")
+            log.flush()
+            if not smoke:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+    for mode in ("compile", "eager"):
+        a, b = f"trainer seq1024 b16 bf16 {mode}", f"plain   seq1024 b16 bf16 {mode}"
+        if a in results and b in results:
+            print(f"trainer / plain loop ({mode}): {results[a]['tokens_per_s'] / results[b]['tokens_per_s']:.3f}x "
+                  "(anchor: >= 0.97x)", flush=True)
+    print(f"total {time.perf_counter() - t_all:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -72,7 +72,7 @@ def model_section(seq: int, smoke: bool) -> dict:
 
 
 def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, compiled: bool, ckpt: bool,
-                steps: int, warmup: int, smoke: bool) -> dict:
+                steps: int, warmup: int, smoke: bool, profile: bool = False) -> dict:
     train = schema_defaults("train")
     train.update(micro_batch=mb, grad_accum=1, precision=precision, compile=compiled,
                  activation_checkpointing=ckpt, lr=1.5e-4, weight_decay=0.01, grad_clip=1.0,
@@ -83,6 +83,15 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
     trainer.loss_fn.train()
     times = [trainer.step()["step_time_s"] for _ in range(warmup + steps)][warmup:]
     dt = statistics.median(times)
+    if profile:  # where a step's device time goes: the kernels, largest first
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if not smoke else [])
+        with torch_profile(activities=acts) as prof:
+            for _ in range(3):
+                trainer.step()
+        key = "self_cpu_time_total" if smoke else "self_device_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
     return {"tokens_per_s": mb * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device}
 
 
@@ -127,6 +136,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--budget-s", type=float, default=400.0, help="skip rows that would start after this")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only the rows that match")
+    ap.add_argument("--profile", action="store_true", help="print a kernel profile of the first trainer row")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="gpu_bench.jsonl here")
     args = ap.parse_args()
     smoke = args.smoke
@@ -146,12 +157,15 @@ def main() -> None:
             ("reference seq512 b8 ckpt fp16 eager", "trainer", *ref, "fp16", False, True),
             ("reference seq512 b8 ckpt fp16 compile", "trainer", *ref, "fp16", True, True),
             ("trainer seq1024 b32 bf16 compile", "trainer", big[0], 2 * big[1], "bf16", True, False)]
+    if args.only:
+        rows = [r for r in rows if any(k.strip() in r[0] for k in args.only.split(","))]
     if smoke:
         rows = [r for r in rows if not r[5]]  # no C++ compiler needed for the smoke run
     args.out.mkdir(parents=True, exist_ok=True)
     log = (args.out / "gpu_bench.jsonl").open("a", encoding="utf-8")
     t_all = time.perf_counter()
     results: dict[str, dict] = {}
+    profiled = False
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         manifest = synthetic_manifest(tmp, 1 << 22)
@@ -163,7 +177,8 @@ def main() -> None:
             torch._dynamo.reset()  # each row compiles its own static-shape graph (the disk cache still helps)
             if kind == "trainer":
                 r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup,
-                                smoke)
+                                smoke, profile=args.profile and not profiled)
+                profiled = True
             else:
                 r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
             peak = peak_flops(r["device"], precision)

@@ -17,5 +17,5 @@ if [[ -n "${GPU_BENCH_SMOKE:-}" ]]; then
   exit 0
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv || true
-"$PY" benchmarks/bench_gpu.py --budget-s "${TRAIN_BUDGET_S:-300}" --out "$OUT"
-"$PY" benchmarks/bench_eval.py --device cuda --seq-len 1024 --windows 257 --batch-size 16 --repeats 3
+"$PY" benchmarks/bench_gpu.py --budget-s "${TRAIN_BUDGET_S:-300}" --out "$OUT" "$@"
+[[ -n "${SKIP_EVAL:-}" ]] || "$PY" benchmarks/bench_eval.py --device cuda --seq-len 1024 --windows 257 --batch-size 16 --repeats 3

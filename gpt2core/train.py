@@ -116,9 +116,10 @@ def autocast_ctx(precision: str, device: torch.device) -> contextlib.AbstractCon
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    nb = device.type == "cuda"
-    return Batch(batch.x.to(device, non_blocking=nb), batch.y.to(device, non_blocking=nb),
-                 batch.mask.to(device, non_blocking=nb))
+    """On CUDA through pinned memory, so the copy is asynchronous and never waits for the GPU to drain."""
+    if device.type != "cuda":
+        return batch
+    return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in (batch.x, batch.y, batch.mask)))
 
 
 class CausalLMLoss(torch.nn.Module):
@@ -215,6 +216,7 @@ class Trainer:
         self.flops_per_iter = flops_per_token(self.cfg, self.seq_len) * self.tokens_per_iter
         self.peak = peak_flops(self.device, self.precision)
         self.state = State()
+        self._prefetched: dict[int, list[Batch]] = {}
         self.metrics: MetricsLog | None = None
         self.last_saved: int | None = None
 
@@ -276,16 +278,24 @@ class Trainer:
         return ckpt.load_checkpoint(latest, self.raw_model, self.optimizer, self.cfg.to_dict())
 
     # ---- one iteration ----------------------------------------------------------------------------
+    def _batches(self, iteration: int) -> list[Batch]:
+        """This rank's micro-batches of `iteration` on the device (a pure function of seed, step, rank)."""
+        return [to_device(self.train_source.get(iteration, m, self.dp_rank), self.device)
+                for m in range(self.train_cfg["grad_accum"])]
+
     def step(self) -> dict:
-        """Run iteration `state.iteration` and return its metrics line."""
+        """Run iteration `state.iteration` and return its metrics line.
+
+        Why the order: the host reads the loss and gradient norm once (one sync), after the next batch is
+        loaded and copied, and, outside fp16, after the optimizer step is queued, so the GPU never waits
+        for the host. A non-finite bf16/fp32 step then still raises before anything is saved."""
         tc, st = self.train_cfg, self.state
         t0 = time.perf_counter()
         lr = lr_at(st.lr_step, lr=tc["lr"], min_lr=tc["min_lr"], iters=tc["iters"], warmup=tc["warmup"],
                    decay=tc["decay"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [to_device(self.train_source.get(st.iteration, m, self.dp_rank), self.device)
-                   for m in range(tc["grad_accum"])]
+        batches = self._prefetched.pop(st.iteration, None) or self._batches(st.iteration)
         scale = self.scaler.scale
         loss = forward_backward(self.loss_fn, batches, scale, self.device, self.tp)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
@@ -295,17 +305,16 @@ class Trainer:
             finish_grads_(params)
             norm = mesh_grad_norm(params, self.mesh) / scale
             loss = all_reduce_sum(loss, self.mesh.get_group("dp")) / self.dp_size
-        loss_value, norm_value = torch.stack([loss.float(), norm.float().to(loss.device)]).tolist()  # one sync
-        found_inf = not math.isfinite(norm_value)
-        if self.precision == "fp16":
-            skip = self.scaler.update(any_rank(found_inf, self.device), st.iteration + 1)
-        else:
-            if not math.isfinite(loss_value) or found_inf:
-                last = ckpt.latest_checkpoint(self.paths.checkpoints)
-                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                raise WikiGPTError(f"non-finite {what} at iteration {st.iteration + 1} ({self.precision}); "
-                                   f"last good checkpoint: {last or 'none'}")
-            skip = False
+        if self.device.type == "cuda":  # load the next batch while the GPU runs this one's backward
+            self._prefetched = {st.iteration + 1: self._batches(st.iteration + 1)}
+
+        def read() -> tuple[float, float]:
+            return tuple(torch.stack([loss.float(), norm.float().to(loss.device)]).tolist())  # the one sync
+
+        skip = False
+        if self.precision == "fp16":  # every rank must agree on an overflow before anyone steps
+            loss_value, norm_value = read()
+            skip = self.scaler.update(any_rank(not math.isfinite(norm_value), self.device), st.iteration + 1)
         if not skip:
             if self.mesh is None:
                 unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
@@ -315,7 +324,14 @@ class Trainer:
             st.lr_step += 1
         else:
             st.skipped += 1
-        self.optimizer.zero_grad(set_to_none=True)  # no device sync: the GPU finishes while the next batch loads
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.precision != "fp16":
+            loss_value, norm_value = read()
+            if not math.isfinite(loss_value) or not math.isfinite(norm_value):
+                last = ckpt.latest_checkpoint(self.paths.checkpoints)
+                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                raise WikiGPTError(f"non-finite {what} at iteration {st.iteration + 1} ({self.precision}); "
+                                   f"last good checkpoint: {last or 'none'} (this step's update is not saved)")
         dt = time.perf_counter() - t0
         st.iteration += 1
         st.tokens += self.tokens_per_iter

@@ -84,7 +84,8 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
     times = [trainer.step()["step_time_s"] for _ in range(warmup + steps)][warmup:]
     dt = statistics.median(times)
     if profile:  # where a step's device time goes: the kernels, largest first
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if not smoke else [])
         with torch_profile(activities=acts) as prof:

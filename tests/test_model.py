@@ -101,3 +101,35 @@ def test_too_long_sequence_is_an_error() -> None:
         assert "n_positions 32" in str(exc)
     else:
         raise AssertionError("a 33-token input to a 32-position model must fail")
+
+
+def test_cpu_attention_path_equals_sdpa() -> None:
+    """The CPU training path with dropout computes the same attention as SDPA when nothing is dropped."""
+    import torch.nn.functional as F
+
+    from gpt2core.model import causal_attention_weights
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g) for _ in range(3))
+    ours = causal_attention_weights(q, k) @ v
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_dropout_distribution_scale_gradient_and_seed() -> None:
+    from gpt2core.model import Dropout
+
+    drop = Dropout(0.1).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(x)
+    frac = (y == 0).float().mean().item()
+    assert abs(frac - 0.1) < 0.003, frac  # 1e6 draws: sd 3e-4
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.9))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(x * mask)/dx = mask
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)  # the mask is a function of the torch RNG state: resumable
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)

@@ -40,6 +40,9 @@ from gpt2core import integrity
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 DATA_STAGES = ["download", "extract", "presplit", "tokenizer", "tokenize"]
 MODEL_STAGES = ["train", "merge", "ppl_wiki103"]
+# The kill comes within this fraction of the reference's stage time: the reference may have run while the other
+# xdist worker loaded the machine and the faulted run alone (CI saw ppl_wiki103 end before 0.7x of it).
+INSIDE = 0.45
 HOOKED = "clear_stale_locks" in (Path(__file__).resolve().parents[2] / "rules/common.smk").read_text()
 
 
@@ -69,7 +72,7 @@ def chain(reference: Path, work: Path, stages: list[str], seed: int) -> list[Fau
     """Kill inside each stage in turn (each run the plain rerun of the previous kill), then rerun plainly."""
     faults: list[Fault] = []
     for i, stage in enumerate(stages):
-        faults.append(inject(work, stage, signal.SIGKILL, seed + i, 0.7 * stage_seconds(reference, stage),
+        faults.append(inject(work, stage, signal.SIGKILL, seed + i, INSIDE * stage_seconds(reference, stage),
                              previous=faults[-1] if faults else None))
     rerun(work, faults[-1])
     return faults
@@ -124,7 +127,7 @@ def test_trained_weights_bitwise_equal_after_kills(model_chain, reference_output
 def test_sigint_inside_train_exits_cleanly_and_plain_rerun_is_identical(reference, reference_outputs, seed,
                                                                        tmp_path_factory) -> None:
     work = snapshot_before(reference, tmp_path_factory.getbasetemp() / "sigint", "train")
-    fault = inject(work, "train", signal.SIGINT, seed + 200, 0.7 * stage_seconds(reference, "train"))
+    fault = inject(work, "train", signal.SIGINT, seed + 200, INSIDE * stage_seconds(reference, "train"))
     assert fault.inside
     locks = list((work / ".snakemake/locks").glob("*"))
     assert not locks, f"Ctrl-C left Snakemake's lock behind: {locks}"
@@ -139,7 +142,7 @@ def test_oom_style_sigkill_of_the_trainer_alone_then_plain_rerun_is_identical(re
     """Only the training processes die (as under the OOM killer): Snakemake marks the job failed, releases
     its lock and exits non-zero; the plain rerun resumes and ends identical."""
     work = snapshot_before(reference, tmp_path_factory.getbasetemp() / "oom", "train")
-    fault = inject(work, "train", signal.SIGKILL, seed + 300, 0.7 * stage_seconds(reference, "train"),
+    fault = inject(work, "train", signal.SIGKILL, seed + 300, INSIDE * stage_seconds(reference, "train"),
                    only_job=True)
     assert fault.inside
     assert "Error in rule train" in (work / "fault-train-SIGKILL.log").read_text()

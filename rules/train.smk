@@ -3,6 +3,7 @@
 # a killed run resumes from the newest one when the workflow is rerun, and after a finished run
 # `--forcerun train` trains again from step 0 (see gpt2core/train.py).
 import json
+import shlex
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.parallel_config import check_parallel_config, check_seq_len
@@ -12,6 +13,11 @@ try:  # tensor/data-parallel layout errors stop the workflow before anything is 
 except WikiGPTError as _exc:
     print(f"error: {_exc}", file=sys.stderr)
     sys.exit(1)
+
+
+# torchrun from PATH (a conda env or an activated venv), else this Python's own torch.distributed.run, so
+# `.venv/bin/snakemake` works without activating the environment.
+PYTHON = shlex.quote(sys.executable)
 
 
 def _omp_threads(wildcards, threads):
@@ -46,7 +52,8 @@ rule train:
     # > 1): the job runs inside a SLURM allocation of nnodes nodes; srun starts one torchrun per node, all
     # meeting at train.rdzv_endpoint (empty: the allocation's first host, port 29500).
     shell:
-        "EP={params.rdzv:q}; LAUNCH=;"
+        "EP={params.rdzv:q}; LAUNCH=; TORCHRUN=(torchrun);"
+        " command -v torchrun >/dev/null || TORCHRUN=({PYTHON} -m torch.distributed.run);"
         " if [ {params.nnodes:q} -gt 1 ]; then"
         "  if [ -z \"${{SLURM_JOB_NODELIST:-}}\" ] || ! command -v srun >/dev/null; then"
         "   echo 'error: config: train.nnodes > 1 runs inside a SLURM allocation (srun); elsewhere start"
@@ -54,7 +61,7 @@ rule train:
         "  LAUNCH=\"srun --nodes={params.nnodes} --ntasks-per-node=1 --kill-on-bad-exit=1\";"
         "  [ -n \"$EP\" ] || EP=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500;"
         " fi; [ -n \"$EP\" ] || EP=localhost:0;"
-        " OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} $LAUNCH torchrun"
+        " OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} $LAUNCH \"${{TORCHRUN[@]}}\""
         " --nnodes {params.nnodes:q} --nproc-per-node {params.nproc:q} --rdzv-backend c10d"
         " --rdzv-endpoint \"$EP\" --rdzv-id {params.rdzv_id:q}"
         " -m gpt2core.train --manifest {input.manifest:q} --model {params.model:q} --train {params.train:q}"

@@ -108,3 +108,15 @@ def test_killed_snakemake_resumes_on_plain_rerun(tmp_path: Path) -> None:
     steps = [m["step"] for m in read_metrics(tmp_path / "results/train/metrics.jsonl")]
     assert steps == list(range(1, 121))
     assert json.loads((tmp_path / "results/train/done.json").read_text())["iterations"] == 120
+
+
+def test_train_runs_without_torchrun_on_path(tmp_path: Path) -> None:
+    """`.venv/bin/snakemake` from a shell that never activated the venv: torchrun is not on PATH, and the
+    train rule falls back to this Python's `-m torch.distributed.run`."""
+    workflow_config(tmp_path, iters=4, save_interval=4, eval_interval=4)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
+           "results/train/done.json"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((tmp_path / "results/train/done.json").read_text())["iterations"] == 4

@@ -16,7 +16,7 @@ rule presplit:
         parts=lambda wc: corpus_parts(wc.corpus),
         shards=config["presplit"]["shards"],
         split_sentences=config["presplit"]["split_sentences"],
-        min_chars=config["presplit"]["min_chars"],
+        min_chars=lambda wc: CORPORA[wc.corpus].get("min_chars", config["presplit"]["min_chars"]),
         lang=lambda wc: CORPORA[wc.corpus]["lang"],
         t2s=lambda wc: CORPORA[wc.corpus]["t2s"],
     log:

@@ -163,6 +163,20 @@ def test_adding_a_jsonl_corpus_reruns_only_its_stages_and_the_tokenizer_onward(r
     assert sorted(presplit_texts(dst, "notes")) == sorted(f"notes.jsonl.gz:{i}" for i in range(12))
 
 
+def test_per_corpus_min_chars_reruns_only_that_corpus_presplit(run, tmp_path):
+    dst = tmp_path / "w"
+    shutil.copytree(run, dst, symlinks=True)
+    config = yaml.safe_load((dst / "config.yaml").read_text())
+    zh = next(c for c in config["corpora"] if c["name"] == "zhwiki")
+    zh["min_chars"] = 10**6  # drops every zhwiki article
+    write_config(dst, config)
+    planned = jobs_run(run_snakemake(dst, "-n", MANIFEST))
+    assert planned.get("presplit") == 2 and "extract" not in planned and "download" not in planned
+    run_snakemake(dst, MANIFEST)  # an emptied corpus goes through tokenizer, tokenize and gather
+    assert presplit_texts(dst, "zhwiki") == {}
+    assert presplit_texts(dst, "mnbvc") == presplit_texts(run, "mnbvc")
+
+
 def error_lines(proc) -> list[str]:
     return sorted({ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")})
 

@@ -2,11 +2,27 @@
 # and stats.json; gather: every shard -> results/data/manifest.json (overall splits, and per corpus with
 # its name, kind, lang and weight for weighted blending).
 
-if (config["data"]["dtype"] == "uint16" and config["tokenizer"]["kind"] == "bpe"
-        and config["tokenizer"]["vocab_size"] > 65536):
-    print(f"error: config: tokenizer.vocab_size {config['tokenizer']['vocab_size']} does not fit "
-          "data.dtype uint16 (at most 65536 tokens); use data.dtype uint32", file=sys.stderr)
-    sys.exit(1)
+from gpt2core.data.download import is_remote, local_path
+
+
+def _vocab_size_known_now(tok):
+    """The vocabulary size before any job: kind bpe's configured size; kind gpt2's encoder.json entries when
+    that file is local (a remote one is checked by tokenize, once downloaded)."""
+    if tok["kind"] == "bpe":
+        return tok["vocab_size"], "tokenizer.vocab_size"
+    url = (tok.get("encoder") or {}).get("url", "")
+    path = None if not url or is_remote(url) else local_path(url)
+    if path is None or not path.is_file():
+        return None, None
+    try:
+        return len(json.loads(path.read_text(encoding="utf-8"))), f"{path}: vocabulary"
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: not a GPT-2 encoder.json ({exc})")
+
+
+_size, _what = _vocab_size_known_now(config["tokenizer"])
+if config["data"]["dtype"] == "uint16" and _size is not None and _size > 65536:
+    fail(f"config: {_what} {_size} does not fit data.dtype uint16 (at most 65536 tokens); use data.dtype uint32")
 
 
 def _token_files(corpus, shard):

@@ -51,3 +51,22 @@ def test_unknown_key_is_one_line_error(tmp_path: Path) -> None:
     proc = run_snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0
     assert "error: config: unknown key 'itres' in train" in proc.stderr
+
+
+def test_gpt2_encoder_too_large_for_uint16_fails_before_any_job(tmp_path: Path) -> None:
+    """kind bpe is covered in test_data_errors; kind gpt2 with a local encoder.json of another vocabulary."""
+    import json
+
+    config = tiny_config()
+    config["data"]["dtype"] = "uint16"
+    encoder = tmp_path / "big-encoder.json"
+    encoder.write_text(json.dumps({f"t{i}": i for i in range(65537)}), encoding="utf-8")
+    config["tokenizer"] = {"kind": "gpt2", "encoder": {"url": str(encoder)}, "vocab": {"url": str(encoder)}}
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    expect = f"error: config: {encoder}: vocabulary 65537 does not fit data.dtype uint16"
+    assert proc.returncode != 0 and expect in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "data").exists()
+    config["data"]["dtype"] = "uint32"
+    write_config(tmp_path, config)
+    assert run_snakemake(tmp_path, "-n", check=False).returncode == 0

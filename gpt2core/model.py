@@ -58,11 +58,11 @@ class _CPUDropout(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range
-        u16 = bits.view(torch.int16)[:n].view(x.shape).to(x.dtype)  # uniform integers in [-32768, 32767]
+        u16 = bits.view(torch.int16)[:n].view(x.shape).float()  # uniform integers in [-32768, 32767], exact
         threshold = -32768 + round(p * 65536)  # P(u16 < threshold) = p, to 1/65536
         scale = 1.0 / (1.0 - p)
         # kept (u16 >= threshold): (u16 - threshold + 1) * scale >= scale -> clamped to scale; dropped: <= 0 -> 0
-        mask = u16.add_(1.0 - threshold).mul_(scale).clamp_(0.0, scale)
+        mask = u16.add_(1.0 - threshold).mul_(scale).clamp_(0.0, scale).to(x.dtype)
         ctx.save_for_backward(mask)
         return x * mask
 

@@ -133,3 +133,12 @@ def test_cpu_dropout_distribution_scale_gradient_and_seed() -> None:
     assert torch.equal(drop(x), y)  # the mask is a function of the torch RNG state: resumable
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_cpu_dropout_rate_holds_in_bf16() -> None:
+    from gpt2core.model import Dropout
+
+    torch.manual_seed(5)
+    y = Dropout(0.1).train()(torch.ones(1000, 1000, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    assert abs((y == 0).float().mean().item() - 0.1) < 0.003

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,14 @@ def test_cli_bad_manifest_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nope.json'}: cannot read manifest")
     assert not (tmp_path / "done.json").exists()
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile on CPU needs a C compiler")
+def test_compiled_run_follows_the_eager_run(tmp_path: Path) -> None:
+    """train.compile compiles model and loss together; on CPU it trains the same run as eager, to rounding."""
+    eager = steps(make_trainer(tmp_path, "eager", {"dropout": 0.0}, iters=6), 6)
+    compiled_trainer = make_trainer(tmp_path, "compiled", {"dropout": 0.0}, iters=6, compile=True)
+    assert isinstance(compiled_trainer.loss_fn, torch._dynamo.eval_frame.OptimizedModule)
+    compiled = steps(compiled_trainer, 6)
+    for a, b in zip(eager, compiled, strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4), (a["loss"], b["loss"])

@@ -158,7 +158,8 @@ def main() -> None:
             ("trainer seq1024 b16 fp16 compile", "trainer", *big, "fp16", True, False),
             ("reference seq512 b8 ckpt fp16 eager", "trainer", *ref, "fp16", False, True),
             ("reference seq512 b8 ckpt fp16 compile", "trainer", *ref, "fp16", True, True),
-            ("trainer seq1024 b32 bf16 compile", "trainer", big[0], 2 * big[1], "bf16", True, False)]
+            ("trainer seq1024 b32 bf16 compile", "trainer", big[0], 2 * big[1], "bf16", True, False),
+            ("trainer seq1024 b16 bf16 compile flash-sdpa", "trainer", *big, "bf16", True, False)]
     if args.only:
         rows = [r for r in rows if any(k.strip() in r[0] for k in args.only.split(","))]
     if smoke:
@@ -178,6 +179,8 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             torch._dynamo.reset()  # each row compiles its own static-shape graph (the disk cache still helps)
+            if not smoke:  # torch's default attention backend on Hopper is cuDNN; the last row tries flash
+                torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
             if kind == "trainer":
                 r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup,
                                 smoke, profile=args.profile and not profiled)

@@ -40,6 +40,7 @@ def main() -> None:
     local_flag = rank == world - 1
     decision = any_rank(local_flag, torch.device("cpu"))
     (out / f"rank{rank}.json").write_text(json.dumps({"clean": clean, "norm": str(norm), "skip": decision}))
+    dist.barrier()  # every rank done with its gloo work before any tears it down (a rank once aborted here)
     dist.destroy_process_group()
 
 

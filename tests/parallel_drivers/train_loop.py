@@ -128,6 +128,7 @@ def main() -> None:
         torch.save({"losses": losses, "norms": norms, "state": merged, "logits": logits, "probe": probe,
                     "resumed_from": start}, args.out / "result.pt")
         (args.out / "losses.json").write_text(json.dumps(losses))
+    dist.barrier()  # every rank done with its gloo work before any tears it down (a rank once aborted here)
     dist.destroy_process_group()
 
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.optimizer import param_groups
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from test_train_helpers import write_manifest  # noqa: E402
+
 VOCAB, EOD = 50257, 50256
 
 
@@ -44,22 +48,10 @@ def schema_defaults(section: str) -> dict:
 
 
 def synthetic_manifest(root: Path, tokens: int, seed: int = 0) -> Path:
-    """Random GPT-2 ids in one train and one valid shard, in the manifest format the trainer reads."""
+    """Random GPT-2 ids in 1,024-token documents, written by the trainer tests' manifest writer."""
     rng = np.random.default_rng(seed)
-    splits = {}
-    for split, n in (("train", tokens), ("valid", 1 << 16)):
-        ids = rng.integers(0, EOD, n, dtype=np.uint16)
-        ids[rng.integers(0, n, n // 1000)] = EOD  # some document ends
-        (root / f"{split}.bin").write_bytes(ids.tobytes())
-        np.save(root / f"{split}.idx.npy", np.array([0, n], dtype=np.int64))
-        splits[split] = {"tokens": n, "documents": 1, "shards": [
-            {"bin": str(root / f"{split}.bin"), "idx": str(root / f"{split}.idx.npy"), "tokens": n,
-             "documents": 1}]}
-    manifest = {"dtype": "uint16", "splits": splits, "dropped": {},
-                "tokenizer": {"path": "", "sha256": "0" * 64, "vocab_size": VOCAB, "eod_id": EOD}}
-    path = root / "manifest.json"
-    path.write_text(json.dumps(manifest), encoding="utf-8")
-    return path
+    docs = rng.integers(0, EOD, (tokens // 1024 + 64, 1023)).tolist()
+    return write_manifest(root, VOCAB, EOD, docs={"train": docs[64:], "valid": docs[:64]}, shards=1)
 
 
 def model_section(seq: int, smoke: bool) -> dict:

@@ -110,8 +110,6 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-
-
 def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
     """Note this process (host, pid, start time) as the holder of the lock just taken."""
     pid = os.getpid()

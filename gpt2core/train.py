@@ -198,7 +198,7 @@ class Trainer:
                           "padded_vocab_size": self.cfg.padded_vocab_size, "tp": self.plan.tp,
                           "dp": self.plan.dp}
         self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
-        self.model, self.mesh = apply_parallelism(self.raw_model, self.env, train_cfg)
+        model, self.mesh = apply_parallelism(self.raw_model, self.env, train_cfg)
         self.dp_rank, self.dp_size = dp_rank_and_size(self.mesh)
         self.optimizer = build_optimizer(self.raw_model, train_cfg["lr"], train_cfg["weight_decay"],
                                          (train_cfg["beta1"], train_cfg["beta2"]), train_cfg["eps"],
@@ -206,10 +206,10 @@ class Trainer:
         self.scaler = DynamicLossScaler(train_cfg["init_loss_scale"], train_cfg["loss_scale_window"],
                                         train_cfg["max_skipped_steps"], enabled=self.precision == "fp16")
         if train_cfg["compile"] and self.tp:  # DTensor outputs: compile the model, the loss stays eager
-            self.model = torch.compile(self.model)
-        self.loss_fn: torch.nn.Module = CausalLMLoss(self.model, self.precision, self.device)
-        if train_cfg["compile"] and not self.tp:
-            self.loss_fn = torch.compile(self.loss_fn, dynamic=False)  # shapes never change in a run
+            model = torch.compile(model)
+        self.loss_fn: torch.nn.Module = CausalLMLoss(model, self.precision, self.device)
+        if train_cfg["compile"] and not self.tp:  # model and loss as one graph; shapes never change in a run
+            self.loss_fn = torch.compile(self.loss_fn, dynamic=False)
         self.train_source, self.valid_source = self._data(train_cfg)
         self.tokens_per_iter = (train_cfg["micro_batch"] * train_cfg["grad_accum"] * self.seq_len
                                 * self.dp_size)

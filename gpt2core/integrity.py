@@ -162,6 +162,7 @@ _DCP_ALLOWED = {
 
 def check_dcp_metadata(path: str | Path) -> None:
     """Raise IntegrityError unless `path` (a DCP `.metadata`) unpickles using only DCP's own classes."""
+    import enum
     import io
     import pickle
 
@@ -169,8 +170,19 @@ def check_dcp_metadata(path: str | Path) -> None:
 
     path = Path(path)
 
+    def enum_member(cls: object, name: str) -> object:
+        # Some Pythons (3.11.2, 3.12+) pickle an enum member as getattr(EnumClass, "NAME"): allow exactly that,
+        # for enums DCP's allowed modules define, and nothing else getattr could reach.
+        if (isinstance(cls, type) and issubclass(cls, enum.Enum) and cls.__module__ in _DCP_ALLOWED
+                and isinstance(name, str) and name in cls.__members__):
+            return cls.__members__[name]
+        raise IntegrityError(f"{path}: refusing to unpickle: it names getattr({cls!r}, {name!r}), which a "
+                             "torch.distributed.checkpoint metadata file never holds")
+
     class _Restricted(pickle.Unpickler):
         def find_class(self, module: str, name: str):
+            if (module, name) == ("builtins", "getattr"):
+                return enum_member
             allowed = _DCP_ALLOWED.get(module, set())
             obj = super().find_class(module, name) if module in _DCP_ALLOWED else None
             if module == "torch" and isinstance(obj, torch.dtype):

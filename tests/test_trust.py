@@ -172,6 +172,42 @@ def test_hostile_dcp_metadata_is_refused_unread_and_real_metadata_passes(tmp_pat
         integrity.check_dcp_metadata(tmp_path / "dcp" / ".metadata")
 
 
+def test_dcp_metadata_with_enum_members_pickled_by_getattr_passes_and_other_getattr_is_refused(
+        tmp_path: Path) -> None:
+    """Python 3.11.2 and 3.12+ pickle an enum member as getattr(cls, name); DCP's metadata holds enum members."""
+    import enum
+    import io
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": torch.nn.Linear(4, 4).state_dict()}, checkpoint_id=str(tmp_path / "dcp"), no_dist=True)
+    metadata_path = tmp_path / "dcp" / ".metadata"
+    metadata = pickle.loads(metadata_path.read_bytes())
+
+    class EnumByGetattr(pickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, enum.Enum):
+                return getattr, (type(obj), obj.name)
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    EnumByGetattr(buffer, protocol=4).dump(metadata)
+    assert b"getattr" in buffer.getvalue(), "the metadata holds no enum member: this test checks nothing"
+    metadata_path.write_bytes(buffer.getvalue())
+    integrity.check_dcp_metadata(metadata_path)
+
+    class PathTouchByGetattr:
+        def __reduce__(self):
+            return getattr, (Path, "touch")
+
+    metadata_path.write_bytes(pickle.dumps(PathTouchByGetattr(), protocol=4))
+    with pytest.raises(integrity.IntegrityError, match=r"refusing to unpickle: it names getattr\(.*'touch'\)"):
+        integrity.check_dcp_metadata(metadata_path)
+
+
 def test_hostile_idx_npy_does_not_run(tmp_path: Path) -> None:
     from gpt2core.data.manifest import check_shard
 

@@ -2,14 +2,17 @@
 GPT-2 small, with MFU against the device's dense 16-bit peak (gpt2core.training.flops), plus a plain
 nanoGPT-style loop on the same model as the anchor for "the parallel-capable trainer costs nothing at tp=1".
 
-Rows (in this order, so a run cut short still reports the headline):
+Default rows (in this order, so a run cut short still reports the headline):
   trainer seq1024 b16 bf16 compile  (goal: >= 45% MFU on an H100; nanoGPT 37% on A100, llm.c ~40% on H100)
   plain loop, same config            (anchor: trainer / plain >= 0.97x)
   trainer bf16 eager, fp16 compile, the reference's config (seq 512, batch 8, activation checkpointing, fp16)
-  eager and compiled.
+  eager and compiled, batch 32.
+Extra rows, run only when `--only` names them: other torch.compile modes (max-autotune searches matmul
+kernels and takes minutes to compile; reduce-overhead adds CUDA graphs) and flash attention instead of cuDNN.
 Each row's tokens/s is the median step over `--steps` steps after warm-up (and compilation).
 
     python benchmarks/bench_gpu.py                 # on a GPU machine (benchmarks/gpu.sh wraps it)
+    python benchmarks/bench_gpu.py --only max-autotune,reduce-overhead   # the extra rows
     python benchmarks/bench_gpu.py --smoke         # a tiny CPU run that only checks the script works
 """
 
@@ -29,7 +32,7 @@ import torch
 import yaml
 
 from gpt2core.model import GPT
-from gpt2core.train import CausalLMLoss, RunPaths, Trainer, model_config
+from gpt2core.train import CausalLMLoss, RunPaths, Trainer, compile_options, model_config
 from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.optimizer import param_groups
 
@@ -63,7 +66,7 @@ def model_section(seq: int, smoke: bool) -> dict:
     return m
 
 
-def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, compiled: bool, ckpt: bool,
+def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, compiled: bool | str, ckpt: bool,
                 steps: int, warmup: int, smoke: bool, profile: bool = False) -> dict:
     train = schema_defaults("train")
     train.update(micro_batch=mb, grad_accum=1, precision=precision, compile=compiled,
@@ -88,14 +91,16 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
     return {"tokens_per_s": mb * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device}
 
 
-def plain_row(seq: int, mb: int, precision: str, compiled: bool, steps: int, warmup: int, smoke: bool) -> dict:
+def plain_row(seq: int, mb: int, precision: str, compiled: bool | str, steps: int, warmup: int,
+              smoke: bool) -> dict:
     """nanoGPT's loop: model + loss (compiled), backward, clip_grad_norm_, fused AdamW; no syncs but one."""
     device = torch.device("cpu" if smoke else "cuda")
     cfg = model_config(model_section(seq, smoke), VOCAB)
     torch.manual_seed(1234)
     model = GPT(cfg).to(device)
     loss_fn = CausalLMLoss(model, precision, device)
-    loss_fn = torch.compile(loss_fn, dynamic=False) if compiled else loss_fn
+    compile_kw = compile_options(compiled)
+    loss_fn = torch.compile(loss_fn, dynamic=False, **compile_kw) if compile_kw is not None else loss_fn
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1.5e-4, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -142,7 +147,8 @@ def main() -> None:
     steps, warmup = (2, 1) if smoke else (args.steps, args.warmup)
     big = (32, 2) if smoke else (1024, 16)
     ref = (32, 2) if smoke else (512, 8)
-    # (name, kind, seq, micro_batch, precision, compile, activation checkpointing)
+    b32 = (big[0], 2 * big[1])
+    # (name, kind, seq, micro_batch, precision, train.compile, activation checkpointing)
     rows = [("trainer seq1024 b16 bf16 compile", "trainer", *big, "bf16", True, False),
             ("plain   seq1024 b16 bf16 compile", "plain", *big, "bf16", True, False),
             ("trainer seq1024 b16 bf16 eager", "trainer", *big, "bf16", False, False),
@@ -150,12 +156,17 @@ def main() -> None:
             ("trainer seq1024 b16 fp16 compile", "trainer", *big, "fp16", True, False),
             ("reference seq512 b8 ckpt fp16 eager", "trainer", *ref, "fp16", False, True),
             ("reference seq512 b8 ckpt fp16 compile", "trainer", *ref, "fp16", True, True),
-            ("trainer seq1024 b32 bf16 compile", "trainer", big[0], 2 * big[1], "bf16", True, False),
-            ("trainer seq1024 b16 bf16 compile flash-sdpa", "trainer", *big, "bf16", True, False)]
+            ("trainer seq1024 b32 bf16 compile", "trainer", *b32, "bf16", True, False)]
+    extra = [("trainer seq1024 b16 bf16 compile flash-sdpa", "trainer", *big, "bf16", True, False),
+             ("trainer seq1024 b16 bf16 max-autotune", "trainer", *big, "bf16", "max-autotune", False),
+             ("plain   seq1024 b16 bf16 max-autotune", "plain", *big, "bf16", "max-autotune", False),
+             ("trainer seq1024 b32 bf16 max-autotune", "trainer", *b32, "bf16", "max-autotune", False),
+             ("trainer seq1024 b16 bf16 reduce-overhead", "trainer", *big, "bf16", "reduce-overhead", False),
+             ("reference seq512 b8 ckpt fp16 reduce-overhead", "trainer", *ref, "fp16", "reduce-overhead", True)]
     if args.only:
-        rows = [r for r in rows if any(k.strip() in r[0] for k in args.only.split(","))]
+        rows = [r for r in rows + extra if any(k.strip() in r[0] for k in args.only.split(","))]
     if smoke:
-        rows = [r for r in rows if not r[5]]
+        rows = [r for r in rows if r[5] is False]
     rows = rows * args.repeat  # no C++ compiler needed for the smoke run
     args.out.mkdir(parents=True, exist_ok=True)
     log = (args.out / "gpu_bench.jsonl").open("a", encoding="utf-8")
@@ -194,7 +205,7 @@ def main() -> None:
             if not smoke:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-    for mode in ("compile", "eager"):
+    for mode in ("compile", "eager", "max-autotune"):
         a, b = f"trainer seq1024 b16 bf16 {mode}", f"plain   seq1024 b16 bf16 {mode}"
         if a in results and b in results:
             print(f"trainer / plain loop ({mode}): {results[a]['tokens_per_s'] / results[b]['tokens_per_s']:.3f}x "

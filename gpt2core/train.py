@@ -122,6 +122,14 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return Batch(*(t.pin_memory().to(device, non_blocking=True) for t in (batch.x, batch.y, batch.mask)))
 
 
+def compile_options(setting: bool | str) -> dict | None:
+    """`train.compile`: false (eager), true or "default" (torch.compile's default mode), or another mode
+    name ("max-autotune" searches matmul kernels, minutes of compile; "reduce-overhead" adds CUDA graphs)."""
+    if setting is False:
+        return None
+    return {} if setting in (True, "default") else {"mode": setting}
+
+
 class CausalLMLoss(torch.nn.Module):
     """Model, autocast and the masked cross-entropy as one callable: (x, y, mask) -> mean loss.
 
@@ -205,11 +213,15 @@ class Trainer:
                                          self.device.type)
         self.scaler = DynamicLossScaler(train_cfg["init_loss_scale"], train_cfg["loss_scale_window"],
                                         train_cfg["max_skipped_steps"], enabled=self.precision == "fp16")
-        if train_cfg["compile"] and self.tp:  # DTensor outputs: compile the model, the loss stays eager
-            model = torch.compile(model)
+        # One process with the fused AdamW: an fp16 overflow can be skipped on the device, without a sync.
+        self._skips_on_device = (self.mesh is None and self.env.world_size == 1
+                                 and bool(self.optimizer.defaults.get("fused")))
+        compile_kw = compile_options(train_cfg["compile"])
+        if compile_kw is not None and self.tp:  # DTensor outputs: compile the model, the loss stays eager
+            model = torch.compile(model, **compile_kw)
         self.loss_fn: torch.nn.Module = CausalLMLoss(model, self.precision, self.device)
-        if train_cfg["compile"] and not self.tp:  # model and loss as one graph; shapes never change in a run
-            self.loss_fn = torch.compile(self.loss_fn, dynamic=False)
+        if compile_kw is not None and not self.tp:  # model and loss as one graph; shapes never change in a run
+            self.loss_fn = torch.compile(self.loss_fn, dynamic=False, **compile_kw)
         self.train_source, self.valid_source = self._data(train_cfg)
         self.tokens_per_iter = (train_cfg["micro_batch"] * train_cfg["grad_accum"] * self.seq_len
                                 * self.dp_size)
@@ -287,8 +299,10 @@ class Trainer:
         """Run iteration `state.iteration` and return its metrics line.
 
         Why the order: the host reads the loss and gradient norm once (one sync), after the next batch is
-        loaded and copied, and, outside fp16, after the optimizer step is queued, so the GPU never waits
-        for the host. A non-finite bf16/fp32 step then still raises before anything is saved."""
+        loaded and copied and after the optimizer step is queued, so the GPU never waits for the host. A
+        non-finite bf16/fp32 step then still raises before anything is saved. An fp16 overflow is skipped
+        on the device (the fused AdamW's `found_inf`) and booked on the host at that same sync; where the
+        ranks or the optimizer cannot do that (a mesh, no fused kernel), fp16 syncs before the step."""
         tc, st = self.train_cfg, self.state
         t0 = time.perf_counter()
         lr = lr_at(st.lr_step, lr=tc["lr"], min_lr=tc["min_lr"], iters=tc["iters"], warmup=tc["warmup"],
@@ -312,19 +326,26 @@ class Trainer:
             return tuple(torch.stack([loss.float(), norm.float().to(loss.device)]).tolist())  # the one sync
 
         skip = False
-        if self.precision == "fp16":  # every rank must agree on an overflow before anyone steps
+        fp16_on_device = self.precision == "fp16" and self._skips_on_device
+        if self.precision == "fp16" and not fp16_on_device:  # every rank must agree before anyone steps
             loss_value, norm_value = read()
             skip = self.scaler.update(any_rank(not math.isfinite(norm_value), self.device), st.iteration + 1)
         if not skip:
+            if fp16_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
+                self.optimizer.found_inf = (~torch.isfinite(norm)).float()
             if self.mesh is None:
                 unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
             else:
                 clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)
             self.optimizer.step()
-            st.lr_step += 1
-        else:
-            st.skipped += 1
         self.optimizer.zero_grad(set_to_none=True)
+        if fp16_on_device:
+            loss_value, norm_value = read()
+            skip = self.scaler.update(not math.isfinite(norm_value), st.iteration + 1)
+        if skip:
+            st.skipped += 1
+        else:
+            st.lr_step += 1
         if self.precision != "fp16":
             loss_value, norm_value = read()
             if not math.isfinite(loss_value) or not math.isfinite(norm_value):

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import REPO
 
 
 def test_gpu_benchmark_smoke_mode_drives_the_trainer(tmp_path: Path) -> None:
-    env = {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -70,3 +70,23 @@ def test_gpt2_encoder_too_large_for_uint16_fails_before_any_job(tmp_path: Path) 
     config["data"]["dtype"] = "uint32"
     write_config(tmp_path, config)
     assert run_snakemake(tmp_path, "-n", check=False).returncode == 0
+
+
+@pytest.mark.parametrize("setting", [False, True, "default", "max-autotune", "reduce-overhead"])
+def test_train_compile_takes_a_flag_or_a_torch_compile_mode(setting: bool | str) -> None:
+    from gpt2core.train import compile_options
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    config["train"]["compile"] = setting
+    assert [e.message for e in Draft202012Validator(SCHEMA).iter_errors(config)] == []
+    expected = {False: None, True: {}, "default": {}}.get(setting, {"mode": setting})
+    assert compile_options(setting) == expected
+
+
+def test_unknown_compile_mode_is_refused_before_any_job(tmp_path: Path) -> None:
+    config = tiny_config()
+    config["train"]["compile"] = "fastest"
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "error: config:" in proc.stderr and "fastest" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "data").exists()

@@ -97,7 +97,9 @@ def test_fp16_injected_inf_skips_step_halves_scale_keeps_lr(tmp_path: Path) -> N
     trainer.start()
     first = steps(trainer, 2)
     assert not any(m["skipped"] for m in first)
+    assert trainer._skips_on_device, "one CPU process with the fused AdamW: the skip should happen on the device"
     before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    moments_before = [{k: v.clone() for k, v in s.items()} for s in trainer.optimizer.state.values()]
     opt_steps = trainer.state.lr_step
     hook = trainer.raw_model.h[0].mlp.c_fc.weight.register_hook(lambda g: g * float("inf"))
     bad = trainer.step()
@@ -106,6 +108,8 @@ def test_fp16_injected_inf_skips_step_halves_scale_keeps_lr(tmp_path: Path) -> N
     assert trainer.state.lr_step == opt_steps and trainer.state.iteration == 3
     for key, value in trainer.raw_model.state_dict().items():
         assert torch.equal(value, before[key]), key
+    for state, old in zip(trainer.optimizer.state.values(), moments_before, strict=True):  # incl. step counts
+        assert all(torch.equal(state[k], old[k]) for k in old), "a skipped step changed the optimizer state"
     after = trainer.step()
     assert not after["skipped"] and after["loss_scale"] == 512
     assert after["lr"] == bad["lr"] and bad["lr"] > first[-1]["lr"]  # the LR did not advance over the skip

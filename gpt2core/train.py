@@ -213,8 +213,8 @@ class Trainer:
                                          self.device.type)
         self.scaler = DynamicLossScaler(train_cfg["init_loss_scale"], train_cfg["loss_scale_window"],
                                         train_cfg["max_skipped_steps"], enabled=self.precision == "fp16")
-        # One process with the fused AdamW: an fp16 overflow can be skipped on the device, without a sync.
-        self._skips_on_device = (self.mesh is None and self.env.world_size == 1
+        # fp16 on one process with the fused AdamW: an overflow is skipped on the device, without a sync.
+        self._skips_on_device = (self.precision == "fp16" and self.mesh is None and self.env.world_size == 1
                                  and bool(self.optimizer.defaults.get("fused")))
         compile_kw = compile_options(train_cfg["compile"])
         if compile_kw is not None and self.tp:  # DTensor outputs: compile the model, the loss stays eager
@@ -326,12 +326,12 @@ class Trainer:
             return tuple(torch.stack([loss.float(), norm.float().to(loss.device)]).tolist())  # the one sync
 
         skip = False
-        fp16_on_device = self.precision == "fp16" and self._skips_on_device
-        if self.precision == "fp16" and not fp16_on_device:  # every rank must agree before anyone steps
+        sync_before_step = self.precision == "fp16" and not self._skips_on_device
+        if sync_before_step:  # every rank must agree on an overflow before anyone steps
             loss_value, norm_value = read()
             skip = self.scaler.update(any_rank(not math.isfinite(norm_value), self.device), st.iteration + 1)
         if not skip:
-            if fp16_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
+            if self._skips_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
                 self.optimizer.found_inf = (~torch.isfinite(norm)).float()
             if self.mesh is None:
                 unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
@@ -339,15 +339,15 @@ class Trainer:
                 clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if fp16_on_device:
+        if not sync_before_step:
             loss_value, norm_value = read()
+        if self._skips_on_device:
             skip = self.scaler.update(not math.isfinite(norm_value), st.iteration + 1)
         if skip:
             st.skipped += 1
         else:
             st.lr_step += 1
         if self.precision != "fp16":
-            loss_value, norm_value = read()
             if not math.isfinite(loss_value) or not math.isfinite(norm_value):
                 last = ckpt.latest_checkpoint(self.paths.checkpoints)
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"

@@ -35,6 +35,18 @@ def test_sentences_chinese_end_punctuation_and_closing_quotes():
     assert out.split("\n") == ["他说：“好。”", "然后走了。", "这是真的吗？", "是的！"]
 
 
+def test_sentences_of_a_long_document_split_piece_by_piece_equal_one_call():
+    """Pieces cut after newlines (bounded memory on a 50 MB page) give exactly the lines of one call."""
+    english = ("Dr. Smith met Mr. Jones at 5 p.m. on Jan. 3. They talked. Was it useful? Yes!\n"
+               "A heading\n\n  Indented line with e.g. an abbreviation. And U.S. politics.\n")
+    chinese = "他说：“我们走吧。”\n“好的！”她回答。\n」结束了。然后呢？\n”\n"
+    text = (english * 40 + chinese * 10) * 3
+    whole = split_sentences(text, piece_chars=10 ** 9)
+    assert "\n\n" not in whole and not whole.startswith("\n") and not whole.endswith("\n")
+    for size in (1, 50, 333, 4096):
+        assert split_sentences(text, piece_chars=size) == whole, size
+
+
 # ---------------------------------------------------------------- checksums
 SUMS = ("3b5d5c3712955042212316173ccf37be  enwiki-latest-pages-articles1.xml-p1p41242.bz2\n"
         "a6e1d4b5c6f6c3b2a1e0f9d8c7b6a5f4e3d2c1b0  enwiki-latest-pages-articles2.xml-p41243p151573.bz2\n"
@@ -154,6 +166,46 @@ def test_blocks_give_every_line_to_exactly_one_shard(tmp_path):
             for path, start, end in shard_blocks(parts, k, shards):
                 seen += [json.loads(line)["id"] for _, line in read_block(path, start, end)]
         assert sorted(seen, key=int) == [d["id"] for d in docs]
+
+
+def test_blocks_inside_a_long_line_read_only_themselves(tmp_path, monkeypatch):
+    """A line spanning 40 blocks is read once, not once per block it spans (that was quadratic)."""
+    from gpt2core.data import presplit
+
+    f = tmp_path / "p" / "AA" / "wiki_00"
+    docs = [{"id": "1", "title": "A", "text": "short"}, {"id": "2", "title": "Giant", "text": "x" * (40 * BLOCK)},
+            {"id": "3", "title": "C", "text": "after"}]
+    _write_jsonl(f, docs)
+    read = []
+
+    class Counting:
+        def __init__(self, *args):
+            self.fh = open(*args)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def read(self, n=-1):
+            data = self.fh.read(n)
+            read.append(len(data))
+            return data
+
+        def readline(self):
+            data = self.fh.readline()
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(presplit, "open", Counting, raising=False)
+    seen = [json.loads(line)["id"] for path, start, end in shard_blocks([("p", tmp_path / "p")], 0, 1)
+            for _, line in read_block(path, start, end)]
+    assert seen == ["1", "2", "3"]
+    assert sum(read) < 3 * f.stat().st_size, sum(read) / f.stat().st_size
 
 
 @pytest.mark.parametrize("bad, message", [

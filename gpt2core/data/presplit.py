@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,14 +51,31 @@ def _line_number(path: Path, offset: int) -> int:
         return fh.read(offset).count(b"\n") + 1
 
 
+def _first_line_start(fh: BinaryIO, start: int, end: int) -> int | None:
+    """Offset of the first line that begins in [start, end), or None. Reads at most the block itself, so a
+    line of 50 MB costs one read of it, not one per 32 KiB block it spans (that was quadratic)."""
+    if start == 0:
+        return 0
+    fh.seek(start - 1)
+    pos = start - 1
+    while pos < end - 1:
+        chunk = fh.read(min(BLOCK, end - 1 - pos))
+        if not chunk:
+            return None
+        hit = chunk.find(b"\n")
+        if hit >= 0:
+            return pos + hit + 1
+        pos += len(chunk)
+    return None
+
+
 def read_block(path: Path, start: int, end: int) -> Iterator[tuple[int, bytes]]:
     """(offset, line) for every line whose first byte lies in [start, end)."""
     with open(path, "rb") as fh:
-        if start > 0:
-            fh.seek(start - 1)
-            if fh.read(1) != b"\n":
-                fh.readline()
-        pos = fh.tell()
+        pos = _first_line_start(fh, start, end)
+        if pos is None:
+            return
+        fh.seek(pos)
         while pos < end:
             line = fh.readline()
             if not line:

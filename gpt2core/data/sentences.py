@@ -18,19 +18,43 @@ _PARA = "\u2029"
 _CLOSERS = "”’」』）》】〉"
 _CLOSER_MOVED = re.compile(rf"\n([{_CLOSERS}]+)")
 _CJK_END = re.compile(rf"([。！？]+[{_CLOSERS}]*)(?=[^\s{_CLOSERS}。！？])")
+_BLANK_LINES = re.compile(r"\n{2,}")
+
+
+PIECE_CHARS = 1 << 20
 
 
 def _lines(text: str) -> str:
     return "\n".join(s for s in (p.strip() for line in text.split("\n") for p in line.split(_PARA)) if s)
 
 
-def split_sentences(text: str) -> str:
-    """A document -> one sentence a line; empty paragraphs and edge spaces dropped."""
+def _pieces(text: str, size: int) -> list[str]:
+    """`text` cut after newlines into pieces of about `size` characters (a line longer than that stays whole).
+    blingfire needs ~23 bytes of memory per character of its input, so a 50 MB page in one call took 1.2 GB;
+    a newline always ends a sentence, so splitting piece by piece gives the same lines."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        if cut < 0:
+            break
+        pieces.append(text[start:cut + 1])
+        start = cut + 1
+    pieces.append(text[start:])
+    return pieces
+
+
+def _split_piece(text: str) -> str:
     out = blingfire.text_to_sentences(text.replace("\n", _PARA + " "))
     if not out and text.strip():  # blingfire signals an internal error with ''
         out = text
-    out = _lines(out)
+    return _lines(out)
+
+
+def split_sentences(text: str, piece_chars: int = PIECE_CHARS) -> str:
+    """A document -> one sentence a line; empty paragraphs and edge spaces dropped."""
+    out = "\n".join(lines for lines in map(_split_piece, _pieces(text, piece_chars)) if lines)
     if not out.isascii():
         out = _CLOSER_MOVED.sub(r"\1\n", out)
         out = _CJK_END.sub("\\1\n", out)
+        out = _BLANK_LINES.sub("\n", out).strip("\n")  # a closer that had a line to itself left it empty
     return out

@@ -40,6 +40,8 @@ check_config(config, workflow.source_path(CONFIG_SCHEMA))
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 
+DATA = "data"
+
 
 def expand_sources(cfg):
     """A dump URL with a glob in its file name becomes one source per matching part in its checksum file."""
@@ -48,7 +50,8 @@ def expand_sources(cfg):
 
     try:
         for corpus in cfg["corpora"]:
-            corpus["sources"] = [part for src in corpus["sources"] for part in expand_source(src)]
+            folder = f"{DATA}/downloads/{corpus['name']}"  # remote lists kept there: later builds run offline
+            corpus["sources"] = [part for src in corpus["sources"] for part in expand_source(src, folder)]
     except WikiGPTError as exc:
         fail(str(exc))
 
@@ -59,7 +62,6 @@ if len(CORPORA) != len(config["corpora"]):
     raise ValueError("config: corpora names must be unique")
 
 SCRIPTS = "../workflow/scripts"
-DATA = "data"
 RESULTS = "results"
 CHECKPOINTS = f"checkpoints/{config['run_name']}"
 N_SHARDS = config["presplit"]["shards"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +64,32 @@ def tiny_config(**overrides: dict) -> dict:
         else:
             config[section] = values
     return config
+
+
+class _FilesHandler(http.server.BaseHTTPRequestHandler):
+    """Serves `server.files` ({path: bytes}, 404 otherwise); counts requests per path in `server.hits`."""
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1  # type: ignore[attr-defined]
+        data = self.server.files.get(self.path)  # type: ignore[attr-defined]
+        self.send_response(200 if data is not None else 404)
+        self.send_header("Content-Length", str(len(data or b"")))
+        self.end_headers()
+        self.wfile.write(data or b"")
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_files(files: dict[str, bytes]) -> Iterator[tuple[http.server.ThreadingHTTPServer, str]]:
+    """A real HTTP server on 127.0.0.1 for download tests: (server, base URL); `server.shutdown()` takes it
+    away mid-test (what a machine without internet sees)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FilesHandler)
+    server.files, server.hits = dict(files), {}  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,6 +6,7 @@ the comparisons; copies of the prepared run show what a changed config value rer
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import run_snakemake, shared_file, write_config
+from conftest import SAMPLE, run_snakemake, serve_files, shared_file, tiny_config, write_config
 
 from gpt2core.data import load_encoder
 
@@ -174,3 +175,22 @@ def test_split_change_reruns_tokenize_onward_only(run4, tmp_path):
     assert jobs == {"tokenize": 4, "gather": 1}
     manifest = json.loads((dst / MANIFEST).read_text())
     assert manifest["splits"]["test"]["documents"] > 0
+
+
+def test_a_remote_dump_glob_builds_the_dag_offline_after_the_first_run(tmp_path):
+    """A dump URL with a glob is expanded from its remote checksum list at DAG build; the list is kept
+    beside the parts, so once they are downloaded the workflow builds (and plans) with the server gone."""
+    dump = (SAMPLE / "samplewiki-pages-articles.xml.bz2").read_bytes()
+    name = "samplewiki-pages-articles1.xml-p1p99.bz2"
+    files = {f"/dumps/{name}": dump, "/dumps/sha1sums.txt": f"{hashlib.sha1(dump).hexdigest()}  {name}\n".encode()}
+    config = tiny_config()
+    with serve_files(files) as (_, base):
+        config["corpora"][0]["sources"] = [{"url": f"{base}/dumps/samplewiki-pages-articles[0-9]*.xml-p*.bz2",
+                                            "checksums_url": f"{base}/dumps/sha1sums.txt"}]
+        write_config(tmp_path, config)
+        run_snakemake(tmp_path, f"data/downloads/samplewiki/{name}")
+    assert (tmp_path / "data/downloads/samplewiki" / name).read_bytes() == dump
+    proc = run_snakemake(tmp_path, "-n", MANIFEST, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    plan = proc.stdout + proc.stderr
+    assert "rule extract" in plan and f"output: data/downloads/samplewiki/{name}" not in plan, plan[-2000:]

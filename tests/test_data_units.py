@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_file
+from conftest import serve_files, shared_file
 
 from gpt2core.data import load_encoder
 from gpt2core.data.checksums import expand_glob, expected_digest, parse_sums
@@ -140,6 +140,48 @@ def test_download_http_resumes_with_range_and_checks_sums_file(tmp_path):
     assert (tmp_path / "dump.bz2").read_bytes() == payload
     assert digest == f"sha1:{hashlib.sha1(payload).hexdigest()}"
     assert _RangeHandler.requests == [None, f"bytes={len(payload) // 2}-"]
+
+
+@pytest.fixture
+def file_server():
+    with serve_files({}) as served:
+        yield served
+
+
+def test_a_remote_checksum_list_is_read_once_and_kept_beside_the_parts(tmp_path, file_server):
+    """Expanding a dump glob reads the remote list once; later expansions (DAG builds) work offline, and the
+    downloads check the parts against the kept copy; a stale copy is named in the mismatch error."""
+    from gpt2core.data.download import expand_source, kept_list_path
+
+    server, base = file_server
+    parts = {f"/dump/wiki-articles{i}.xml.bz2": bytes([i]) * 5000 for i in (1, 2)}
+    sums = "".join(f"{hashlib.sha1(v).hexdigest()}  {k.rsplit('/', 1)[1]}\n" for k, v in parts.items())
+    server.files.update(parts, **{"/dump/sha1sums.txt": sums.encode()})
+    src = {"url": f"{base}/dump/wiki-articles[0-9]*.xml.bz2", "checksums_url": f"{base}/dump/sha1sums.txt"}
+    folder = tmp_path / "downloads" / "enwiki"
+    first = expand_source(src, folder)
+    assert [p["url"] for p in first] == [base + k for k in parts]
+    assert expand_source(src, folder) == first and server.hits["/dump/sha1sums.txt"] == 1
+    kept = kept_list_path(src["checksums_url"], folder)
+    assert kept.parent == folder and kept.read_text() == sums
+    assert download(first[0], folder / "wiki-articles1.xml.bz2") == f"sha1:{hashlib.sha1(parts['/dump/wiki-articles1.xml.bz2']).hexdigest()}"
+    assert server.hits["/dump/sha1sums.txt"] == 1
+    kept.write_text(sums.replace(hashlib.sha1(parts["/dump/wiki-articles2.xml.bz2"]).hexdigest(), "0" * 40))
+    with pytest.raises(WikiGPTError, match=r"sha1 mismatch.*kept copy of .*sha1sums.txt.*delete that copy"):
+        download(first[1], folder / "wiki-articles2.xml.bz2")
+    assert not (folder / "wiki-articles2.xml.bz2").exists()
+    server.shutdown()
+    assert expand_source(src, folder) == first  # offline: the kept copy
+
+
+def test_a_checksum_list_that_is_not_one_is_an_error_and_not_kept(tmp_path, file_server):
+    from gpt2core.data.download import read_checksums
+
+    server, base = file_server
+    server.files["/sums.txt"] = b"<html><body>Service unavailable</body></html>\n"
+    with pytest.raises(WikiGPTError, match=r"sums.txt:1: not a checksum line"):
+        read_checksums(f"{base}/sums.txt", tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_download_unreachable_url_is_one_line_error(tmp_path):

@@ -2,12 +2,15 @@
 
 Bytes go to a stable `.NAME.part` file beside the target (so an interrupted HTTP download resumes with a
 Range request where the server allows it), are checked against the source's checksum, and only then renamed
-to the final name: a mismatch or a failure leaves nothing under that name.
+to the final name: a mismatch or a failure leaves nothing under that name. A remote checksum list is read once
+and kept beside the files it lists (read_checksums), so a workflow that expands a dump glob from it builds its
+DAG offline afterwards, and the parts are checked against the same list that named them.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import time
 import urllib.error
@@ -17,8 +20,9 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from gpt2core.data.checksums import expand_glob, expected_digest, file_digest
+from gpt2core.data.checksums import expand_glob, expected_digest, file_digest, parse_sums
 from gpt2core.errors import WikiGPTError
+from gpt2core.fsutil import write_text_atomic
 
 CHUNK = 1 << 20
 RETRIES = 3
@@ -45,6 +49,29 @@ def read_small(url: str) -> str:
         return local_path(url).read_text(encoding="utf-8")
     except (OSError, urllib.error.URLError, UnicodeDecodeError) as exc:
         raise WikiGPTError(f"cannot read {url}: {_reason(exc)}") from None
+
+
+def kept_list_path(url: str, folder: str | Path | None) -> Path | None:
+    """Where the copy of a remote checksum list is kept in `folder` (None: a local list is never copied)."""
+    if folder is None or not is_remote(url):
+        return None
+    name = Path(urlparse(url).path).name or "checksums.txt"
+    return Path(folder) / f".sums-{hashlib.sha1(url.encode()).hexdigest()[:12]}-{name}"
+
+
+def read_checksums(url: str, keep_in: str | Path | None = None) -> str:
+    """Text of a checksum list, checked to be one (an HTML error page is an error, never kept). A remote
+    list is kept in `keep_in` after its first read, and that copy is what later DAG builds and downloads
+    use: they work offline and agree on the parts; delete the copy to read the list again."""
+    cached = kept_list_path(url, keep_in)
+    if cached is not None and cached.is_file():
+        return cached.read_text(encoding="utf-8")
+    text = read_small(url)
+    parse_sums(text, url)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cached, text)
+    return text
 
 
 def _reason(exc: BaseException) -> str:
@@ -116,13 +143,25 @@ def _fetch_http(url: str, part: Path) -> None:
 
 
 def download(source: dict, dest: str | Path) -> str | None:
-    """Fetch `source` to `dest`, verify its checksum; return the verified 'algo:hex' (None if unchecked)."""
+    """Fetch `source` to `dest`, verify its checksum; return the verified 'algo:hex' (None if unchecked).
+    A remote checksum list is read from (or kept as) its copy in `dest`'s folder (read_checksums)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    url = source["url"]
     no_inline = not any(source.get(a) for a in ("sha256", "sha1", "md5"))
-    sums = read_small(source["checksums_url"]) if source.get("checksums_url") and no_inline else None
-    expected = expected_digest(source, dest.name, sums)
+    sums_url = source.get("checksums_url") if no_inline else None
+    kept = kept_list_path(sums_url, dest.parent) if sums_url else None
+    was_kept = kept is not None and kept.is_file()
+    sums = read_checksums(sums_url, dest.parent) if sums_url else None
+    try:
+        return _fetch_and_verify(source["url"], dest, expected_digest(source, dest.name, sums))
+    except WikiGPTError as exc:
+        if was_kept and ("HTTP 404" in str(exc) or "mismatch" in str(exc)):
+            raise WikiGPTError(f"{exc} (checked against the kept copy of {sums_url}, {kept}: if the dump "
+                               f"was republished since, delete that copy to read the list again)") from None
+        raise
+
+
+def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None) -> str | None:
     part = dest.with_name(f".{dest.name}.part")
     if is_remote(url):
         _fetch_http(url, part)
@@ -140,11 +179,12 @@ def download(source: dict, dest: str | Path) -> str | None:
     return f"{expected[0]}:{expected[1]}" if expected else None
 
 
-def expand_source(source: dict) -> list[dict]:
+def expand_source(source: dict, keep_lists_in: str | Path | None = None) -> list[dict]:
     """One source per dump part: a URL whose file name is a glob (`...articles[0-9]*.xml-p*.bz2`) becomes
     every file the source's `checksums_url` lists that matches it (sorted); other sources stay as they are.
     A local folder or a local glob without checksums_url becomes one source per file (JSON-lines corpora).
-    Meant for config loading (Wikimedia ships enwiki as ~27 parts listed in one *-sha1sums.txt)."""
+    Meant for config loading (Wikimedia ships enwiki as ~27 parts listed in one *-sha1sums.txt); a remote
+    list is read once and kept in `keep_lists_in` (read_checksums): pass the folder the parts download to."""
     if not is_remote(source["url"]) and local_path(source["url"]).is_dir():
         return _expand_folder(source)
     name = source["url"].rstrip("/").rsplit("/", 1)[-1]
@@ -154,7 +194,7 @@ def expand_source(source: dict) -> list[dict]:
         return _expand_local_glob(source)
     if not source.get("checksums_url"):
         raise WikiGPTError(f"{source['url']}: a glob in a URL needs checksums_url to list the files")
-    urls = expand_glob(source["url"], read_small(source["checksums_url"]))
+    urls = expand_glob(source["url"], read_checksums(source["checksums_url"], keep_lists_in))
     if not urls:
         raise WikiGPTError(f"{source['checksums_url']}: lists no file matching {name}")
     return [{**source, "url": url} for url in urls]

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -148,16 +149,38 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
 
 
 # ---- resharding: resume under another tensor-parallel size ---------------------------------------------
-def _read_full(ckpt: Path, prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Every rank reads the full saved tensors whose keys start with `prefixes` (DCP reassembles shards)."""
-    metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata()
-    full = {k: torch.empty(md.size, dtype=md.properties.dtype) for k, md in metadata.state_dict_metadata.items()
-            if k.startswith(prefixes) and isinstance(md, TensorStorageMetadata)}
-    try:
-        dcp.load(full, checkpoint_id=str(ckpt / "dcp"))
-    except (Exception, CheckpointException) as exc:
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
-    return full
+READ_GROUP_BYTES = 256 << 20  # full tensors held at once while resharding (or the largest one, if bigger)
+
+
+def read_groups(sizes: dict[str, int], budget: int = READ_GROUP_BYTES) -> list[list[str]]:
+    """Keys (sorted: every rank makes the same groups, each group is one collective read) cut into groups
+    of at most `budget` bytes; a tensor larger than the budget is a group of its own."""
+    groups: list[list[str]] = []
+    used = budget
+    for key in sorted(sizes):
+        if used + sizes[key] > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(key)
+        used += sizes[key]
+    return groups
+
+
+def _read_full_groups(ckpt: Path, keys: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """The full saved tensors named by `keys` (DCP reassembles their shards), a bounded group at a time:
+    a rank never holds the whole model and optimizer in host memory at once. Collective."""
+    metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata().state_dict_metadata
+    missing = [k for k in keys if not isinstance(metadata.get(k), TensorStorageMetadata)]
+    if missing:
+        raise WikiGPTError(f"{ckpt / 'dcp'}: tensor {missing[0]} missing")
+    sizes = {k: metadata[k].size.numel() * metadata[k].properties.dtype.itemsize for k in keys}
+    for group in read_groups(sizes, READ_GROUP_BYTES):
+        full = {k: torch.empty(metadata[k].size, dtype=metadata[k].properties.dtype) for k in group}
+        try:
+            dcp.load(full, checkpoint_id=str(ckpt / "dcp"))
+        except (Exception, CheckpointException) as exc:
+            raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
+        yield full
 
 
 def _relayout(name: str, t: torch.Tensor, tp_old: int, tp_new: int, padded_new: int) -> torch.Tensor:
@@ -189,7 +212,7 @@ def _fill(target: torch.Tensor, full: torch.Tensor) -> None:
 def load_resharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                    model_config: dict, tp: int) -> dict:
     """Collective: resume a checkpoint saved under another tp (and/or dp) into this run's layout.
-    Every rank reads the full tensors (the model must fit in host memory once per rank)."""
+    Every rank reads the full tensors it needs, READ_GROUP_BYTES at a time, and keeps its part of each."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     saved = {k: v for k, v in meta["model_config"].items() if k != "padded_vocab_size"}
@@ -197,23 +220,20 @@ def load_resharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Op
                      {k: v for k, v in model_config.items() if k != "padded_vocab_size"})
     check_complete(ckpt, meta)
     tp_old, padded_new = int(meta.get("tp", 1)), int(model_config["padded_vocab_size"])
-    full = _read_full(ckpt, ("model.", "optim.state."))
     model_sd, optim_sd = get_state_dict(model, optimizer)
     model_sd.pop(TIED, None)
+    # saved key -> (the name that decides its layout, where the state dict holds it, its key there)
+    places: dict[str, tuple[str, dict, str]] = {f"model.{name}": (name, model_sd, name) for name in model_sd}
+    for fqn, states in optim_sd["state"].items():
+        places.update({f"optim.state.{fqn}.{key}": (fqn, states, key) for key in states})
     with torch.no_grad():
-        for name, target in model_sd.items():
-            if f"model.{name}" not in full:
-                raise WikiGPTError(f"{ckpt / 'dcp'}: tensor model.{name} missing")
-            _fill(target, _relayout(name, full[f"model.{name}"], tp_old, tp, padded_new))
-        for fqn, states in optim_sd["state"].items():
-            for key, target in states.items():
-                src = full.get(f"optim.state.{fqn}.{key}")
-                if src is None:
-                    raise WikiGPTError(f"{ckpt / 'dcp'}: optimizer state optim.state.{fqn}.{key} missing")
-                if key == "step":  # a plain scalar tensor in every layout
-                    states[key] = src.clone()
+        for full in _read_full_groups(ckpt, list(places)):
+            for saved_key, tensor in full.items():
+                name, holder, key = places[saved_key]
+                if key == "step":  # an optimizer step count: a plain scalar tensor in every layout
+                    holder[key] = tensor.clone()
                 else:
-                    _fill(target, _relayout(fqn, src, tp_old, tp, padded_new))
+                    _fill(holder[key], _relayout(name, tensor, tp_old, tp, padded_new))
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                    options=StateDictOptions(strict=False))
     rng_dir = ckpt / "rng"

@@ -168,14 +168,16 @@ def test_incomplete_sharded_checkpoint_is_a_hard_error(runs: Path, tmp_path: Pat
 
 def test_resume_under_another_tp_reshards(runs: Path) -> None:
     """tp=2 for 5 steps, then the same checkpoint resumed with tp=1 (and tp=1 -> tp=2 with sequence
-    parallelism): the run continues as if it had always had the new layout."""
+    parallelism): the run continues as if it had always had the new layout. The second resume reads the
+    full tensors in groups of 4 KiB (many collective reads), as a large model does in groups of 256 MiB."""
     torchrun(2, "train_loop.py", "--tp", "2", "--steps", "5", "--out", str(runs / "rs_a"), "--ckpt", str(runs / "ck_rs"))
     torchrun(1, "train_loop.py", "--out", str(runs / "rs_a"), "--ckpt", str(runs / "ck_rs"))
     got = result(runs / "rs_a")
     assert got["resumed_from"] == 5
     assert_same_run(result(runs / "tp1"), got)
     torchrun(1, "train_loop.py", "--steps", "5", "--out", str(runs / "rs_b"), "--ckpt", str(runs / "ck_rs_b"))
-    torchrun(2, "train_loop.py", "--tp", "2", "--sp", "--out", str(runs / "rs_b"), "--ckpt", str(runs / "ck_rs_b"))
+    torchrun(2, "train_loop.py", "--tp", "2", "--sp", "--out", str(runs / "rs_b"), "--ckpt", str(runs / "ck_rs_b"),
+             "--read-group-bytes", "4096")
     got = result(runs / "rs_b")
     assert got["resumed_from"] == 5
     assert_same_run(result(runs / "tp1"), got)

@@ -102,3 +102,18 @@ def test_every_tp_starts_from_the_tp1_init() -> None:
         for key, value in model.state_dict().items():
             assert torch.equal(value[: plain[key].shape[0]], plain[key]), (tp, key)
         assert not model.wte.weight[384:].any()
+
+
+def test_resharding_reads_in_groups_bounded_by_bytes() -> None:
+    """Resharding reads full tensors a group at a time (each rank forms the same groups, sorted by key):
+    no group passes the budget unless a single tensor does, and every key is read exactly once."""
+    from gpt2core.dist_checkpoint import read_groups
+
+    sizes = {f"k{i:02d}": s for i, s in enumerate([10, 60, 30, 100, 250, 5, 95, 1, 40])}
+    groups = read_groups(sizes, budget=100)
+    assert [k for g in groups for k in g] == sorted(sizes)
+    assert all(sum(sizes[k] for k in g) <= 100 or len(g) == 1 for g in groups), groups
+    assert ["k04"] in groups  # larger than the budget: alone
+    assert groups == [["k00", "k01", "k02"], ["k03"], ["k04"], ["k05", "k06"], ["k07", "k08"]]
+    assert read_groups(sizes, budget=10 ** 9) == [sorted(sizes)]
+    assert read_groups({}, budget=100) == []

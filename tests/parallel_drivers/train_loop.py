@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from gpt2core import dist_checkpoint
 from gpt2core.dist_checkpoint import load_sharded, save_sharded
 from gpt2core.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig, lm_loss
@@ -74,7 +75,10 @@ def main() -> None:
     p.add_argument("--ckpt", type=Path, help="checkpoint root: resume from its newest step, save every --save-every")
     p.add_argument("--save-every", type=int, default=0)
     p.add_argument("--kill", help="RANK:STEP: that rank SIGKILLs itself after STEP (fresh runs only)")
+    p.add_argument("--read-group-bytes", type=int, help="resharding reads full tensors in groups of this size")
     args = p.parse_args()
+    if args.read_group_bytes:
+        dist_checkpoint.READ_GROUP_BYTES = args.read_group_bytes
 
     torch.use_deterministic_algorithms(True)
     dist.init_process_group("gloo")

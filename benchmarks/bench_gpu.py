@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -78,17 +79,65 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
     trainer.loss_fn.train()
     times = [trainer.step()["step_time_s"] for _ in range(warmup + steps)][warmup:]
     dt = statistics.median(times)
-    if profile:  # where a step's device time goes: the kernels, largest first
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if not smoke else [])
-        with torch_profile(activities=acts) as prof:
-            for _ in range(3):
-                trainer.step()
-        key = "self_cpu_time_total" if smoke else "self_device_time_total"
-        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
+    if profile:
+        print_profile(trainer, dt, smoke)
     return {"tokens_per_s": mb * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device}
+
+
+# Where a kernel's time goes, by its name (first match wins). Attention comes before matmul: cuDNN's flash
+# kernels are wgmma kernels too; Inductor's fused Triton kernels are named after the ops they fuse.
+CATEGORIES = [
+    ("attention", re.compile(r"flash|fmha|sdpa|attention")),
+    ("cross-entropy", re.compile(r"log_softmax|nll_loss|cross_entropy")),
+    ("optimizer", re.compile(r"adam|multi_tensor_apply|_foreach_")),
+    ("matmul", re.compile(r"gemm|nvjet|cutlass|xmma|wgmma|^aten::(mm|addmm|bmm|matmul)$")),
+    ("layernorm", re.compile(r"layer_norm")),
+    ("gelu", re.compile(r"gelu")),
+    ("embedding", re.compile(r"embedding|index_put|index_select|scatter|gather")),
+    ("copy/cast/fill", re.compile(r"copy|cast|fill|memset|memcpy|^aten::cat$")),
+]
+
+
+def category(kernel: str) -> str:
+    name = kernel.lower()
+    return next((label for label, pattern in CATEGORIES if pattern.search(name)), "other")
+
+
+def breakdown(kernels: list[tuple[str, float]], step_s: float, steps: int) -> list[tuple[str, float, float]]:
+    """(category, ms per step, share of the unprofiled step) from (kernel name, self time in us) over `steps`
+    profiled steps; what the kernels leave of the step is the device idle (waiting on the host)."""
+    per: dict[str, float] = {}
+    for name, us in kernels:
+        per[category(name)] = per.get(category(name), 0.0) + us / 1000 / steps
+    rows = sorted(per.items(), key=lambda kv: -kv[1])
+    rows.append(("idle (host-bound gaps)", max(0.0, step_s * 1000 - sum(per.values()))))
+    return [(label, ms, ms / (step_s * 1000)) for label, ms in rows]
+
+
+def print_profile(trainer: Trainer, step_s: float, smoke: bool, steps: int = 3) -> None:
+    """Profile `steps` trainer steps: the 25 largest kernels, then their time by category against the
+    unprofiled median step (on CPU, the smoke run, its aten ops stand in for kernels)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if not smoke else [])
+    with torch_profile(activities=acts) as prof:
+        for _ in range(steps):
+            trainer.step()
+    events = prof.key_averages()
+    key = "self_cpu_time_total" if smoke else "self_device_time_total"
+    print(events.table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
+    if smoke:
+        kernels = [(e.key, e.self_cpu_time_total) for e in events if e.key.startswith("aten::")]
+    else:  # kernels only: the ops that launched them and the ranges around them (Optimizer.step#..., compiled
+        # regions) carry the same device time again, which is why the table's "Self CUDA time total" overcounts
+        kernels = [(e.key, e.self_device_time_total) for e in events if e.device_type == DeviceType.CUDA
+                   and not getattr(e, "is_user_annotation", False) and "#" not in e.key]
+    print(f"where a step's device time goes ({steps} profiled steps, against the unprofiled median step of "
+          f"{step_s * 1000:.1f} ms):", flush=True)
+    for label, ms, share in breakdown(kernels, step_s, steps):
+        print(f"  {label:24s} {ms:8.2f} ms  {100 * share:5.1f}%", flush=True)
 
 
 def plain_row(seq: int, mb: int, precision: str, compiled: bool | str, steps: int, warmup: int,
@@ -136,7 +185,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=400.0, help="skip rows that would start after this")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only the rows that match")
     ap.add_argument("--repeat", type=int, default=1, help="run the rows N times, interleaved; best of N")
-    ap.add_argument("--profile", action="store_true", help="print a kernel profile of the first trainer row")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed rows, profile the first trainer row: its kernels, and its step by category")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="gpu_bench.jsonl here")
     args = ap.parse_args()
     smoke = args.smoke
@@ -172,7 +222,6 @@ def main() -> None:
     log = (args.out / "gpu_bench.jsonl").open("a", encoding="utf-8")
     t_all = time.perf_counter()
     results: dict[str, dict] = {}
-    profiled = False
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         manifest = synthetic_manifest(tmp, 1 << 22)
@@ -185,9 +234,7 @@ def main() -> None:
             if not smoke:  # torch's default attention backend on Hopper is cuDNN; the last row tries flash
                 torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
             if kind == "trainer":
-                r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup,
-                                smoke, profile=args.profile and not profiled)
-                profiled = True
+                r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup, smoke)
             else:
                 r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
             peak = peak_flops(r["device"], precision)
@@ -205,6 +252,15 @@ def main() -> None:
             if not smoke:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
+        trainers = [r for r in rows if r[1] == "trainer"]
+        if args.profile and trainers:  # last, so the profiler cannot slow the timed rows
+            name, _, seq, mb, precision, compiled, ckpt = trainers[0]
+            print(f"profile: {name}", flush=True)
+            torch._dynamo.reset()
+            if not smoke:
+                torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
+            trainer_row(manifest, tmp / "profiled", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
+                        profile=True)
     for mode in ("compile", "eager", "max-autotune"):
         a, b = f"trainer seq1024 b16 bf16 {mode}", f"plain   seq1024 b16 bf16 {mode}"
         if a in results and b in results:

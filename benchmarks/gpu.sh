@@ -8,6 +8,7 @@
 # Goals: >= 45% MFU on an H100 (nanoGPT 37% on A100, llm.c ~40% on H100); trainer/plain >= 0.97x.
 #   bash benchmarks/gpu.sh                          # on the GPU machine, from anywhere
 #   bash benchmarks/gpu.sh --only max-autotune,reduce-overhead   # the extra rows (SKIP_EVAL=1 to skip eval)
+#   bash benchmarks/gpu.sh --only "b16 bf16 compile" --profile   # + the first trainer row's step by category
 #   GPU_BENCH_SMOKE=1 bash benchmarks/gpu.sh        # tiny CPU run: checks the script, measures nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-.}"
 if [[ -n "${GPU_BENCH_SMOKE:-}" ]]; then
-  "$PY" benchmarks/bench_gpu.py --smoke --out "$OUT"
+  "$PY" benchmarks/bench_gpu.py --smoke --out "$OUT" "$@"
   exit 0
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv || true

@@ -15,11 +15,34 @@ from conftest import REPO
 def test_gpu_benchmark_smoke_mode_drives_the_trainer(tmp_path: Path) -> None:
     env = {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1",
            "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--profile"], env=env, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "trainer / plain loop (eager):" in proc.stdout
+    assert "where a step's device time goes" in proc.stdout and "  matmul " in proc.stdout, proc.stdout[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
     assert {r["row"] for r in rows} >= {"trainer seq1024 b16 bf16 eager", "plain   seq1024 b16 bf16 eager",
                                          "reference seq512 b8 ckpt fp16 eager"}
     assert all(r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_profile_categories_name_the_kernels_an_h100_ran() -> None:
+    """Kernel names from the H100 profile in benchmarks/results land in the right category, and the idle
+    share is what the kernels leave of the unprofiled step."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_gpu import breakdown, category
+
+    named = {
+        "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT": "matmul",
+        "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26": "attention",
+        "triton_per_fused__to_copy_add_native_layer_norm_backward_view_9": "layernorm",
+        "triton_red_fused__log_softmax__log_softmax_backward_data__to_copy_": "cross-entropy",
+        "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<a": "optimizer",
+        "triton_poi_fused_gelu_gelu_backward_view_6": "gelu",
+        "aten::addmm": "matmul",
+        "triton_poi_fused_add_embedding_3": "embedding",
+        "triton_poi_fused_add_mul_5": "other",
+    }
+    assert {k: category(k) for k in named} == named
+    rows = breakdown([("nvjet_a", 30_000.0), ("flash_b", 6_000.0), ("nvjet_c", 3_000.0)], step_s=0.015, steps=3)
+    assert rows == [("matmul", 11.0, 11 / 15), ("attention", 2.0, 2 / 15), ("idle (host-bound gaps)", 2.0, 2 / 15)]

@@ -46,3 +46,13 @@ def test_profile_categories_name_the_kernels_an_h100_ran() -> None:
     assert {k: category(k) for k in named} == named
     rows = breakdown([("nvjet_a", 30_000.0), ("flash_b", 6_000.0), ("nvjet_c", 3_000.0)], step_s=0.015, steps=3)
     assert rows == [("matmul", 11.0, 11 / 15), ("attention", 2.0, 2 / 15), ("idle (host-bound gaps)", 2.0, 2 / 15)]
+
+
+def test_reshard_memory_benchmark_runs_both_ways(tmp_path: Path) -> None:
+    """bench_reshard_cpu.py saves a real tp=2 checkpoint with torchrun and resumes it at tp=1 both ways (tiny
+    model here; the figure in the README is GPT-2 small)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_reshard_cpu.py"), "--layers", "1",
+                           "--hidden", "64", "--heads", "2", "--vocab", "1000"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "read whole (the anchor" in proc.stdout and "grouped / whole:" in proc.stdout, proc.stdout

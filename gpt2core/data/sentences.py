@@ -2,10 +2,11 @@
 
 blingfire needs no download and runs ~20 MB/s per core, but only when called on whole documents (a call
 per paragraph halves the rate) and it treats a newline as ordinary space. So each document goes through
-blingfire once with its newlines turned into U+2029 PARAGRAPH SEPARATOR (which blingfire always ends a
-sentence at), and the output is cut into one sentence a line, paragraphs kept apart (the reference's
-layout). Two repairs for Chinese/Japanese text: a closing quote or bracket that blingfire pushes to the
-next sentence goes back to the one it closes, and a `。！？` run left inside a line becomes a break.
+blingfire whole (a long one in ~1 MB pieces cut after newlines, which bounds memory) with its newlines turned
+into U+2029 PARAGRAPH SEPARATOR (which blingfire always ends a sentence at), and the output is cut into one
+sentence a line, paragraphs kept apart (the reference's layout). Two repairs for Chinese/Japanese text: a
+closing quote or bracket that blingfire pushes to the next sentence goes back to the one it closes, and a
+`。！？` run left inside a line becomes a break.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ _CLOSERS = "”’」』）》】〉"
 _CLOSER_MOVED = re.compile(rf"\n([{_CLOSERS}]+)")
 _CJK_END = re.compile(rf"([。！？]+[{_CLOSERS}]*)(?=[^\s{_CLOSERS}。！？])")
 _BLANK_LINES = re.compile(r"\n{2,}")
-
-
 PIECE_CHARS = 1 << 20
 
 

@@ -108,7 +108,8 @@ def breakdown(kernels: list[tuple[str, float]], step_s: float, steps: int) -> li
     profiled steps; what the kernels leave of the step is the device idle (waiting on the host)."""
     per: dict[str, float] = {}
     for name, us in kernels:
-        per[category(name)] = per.get(category(name), 0.0) + us / 1000 / steps
+        label = category(name)
+        per[label] = per.get(label, 0.0) + us / 1000 / steps
     rows = sorted(per.items(), key=lambda kv: -kv[1])
     rows.append(("idle (host-bound gaps)", max(0.0, step_s * 1000 - sum(per.values()))))
     return [(label, ms, ms / (step_s * 1000)) for label, ms in rows]

@@ -152,7 +152,7 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
 READ_GROUP_BYTES = 256 << 20  # full tensors held at once while resharding (or the largest one, if bigger)
 
 
-def read_groups(sizes: dict[str, int], budget: int = READ_GROUP_BYTES) -> list[list[str]]:
+def read_groups(sizes: dict[str, int], budget: int) -> list[list[str]]:
     """Keys (sorted: every rank makes the same groups, each group is one collective read) cut into groups
     of at most `budget` bytes; a tensor larger than the budget is a group of its own."""
     groups: list[list[str]] = []

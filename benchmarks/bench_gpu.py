@@ -8,7 +8,8 @@ Default rows (in this order, so a run cut short still reports the headline):
   trainer bf16 eager, fp16 compile, the reference's config (seq 512, batch 8, activation checkpointing, fp16)
   eager and compiled, batch 32.
 Extra rows, run only when `--only` names them: other torch.compile modes (max-autotune searches matmul
-kernels and takes minutes to compile; reduce-overhead adds CUDA graphs) and flash attention instead of cuDNN.
+kernels and takes minutes to compile; reduce-overhead adds CUDA graphs), flash attention instead of cuDNN,
+and `loss-chunk` (train.loss_chunk: the output layer and loss by chunks, no (B, T, V) logits).
 Each row's tokens/s is the median step over `--steps` steps after warm-up (and compilation).
 
     python benchmarks/bench_gpu.py                 # on a GPU machine (benchmarks/gpu.sh wraps it)
@@ -68,12 +69,12 @@ def model_section(seq: int, smoke: bool) -> dict:
 
 
 def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, compiled: bool | str, ckpt: bool,
-                steps: int, warmup: int, smoke: bool, profile: bool = False) -> dict:
+                steps: int, warmup: int, smoke: bool, profile: bool = False, loss_chunk: int = 0) -> dict:
     train = schema_defaults("train")
     train.update(micro_batch=mb, grad_accum=1, precision=precision, compile=compiled,
                  activation_checkpointing=ckpt, lr=1.5e-4, weight_decay=0.01, grad_clip=1.0,
                  iters=10**6, warmup=0.01, eval_interval=10**9, save_interval=10**9,
-                 device="cpu" if smoke else "cuda", tp=1, dp=1)
+                 device="cpu" if smoke else "cuda", tp=1, dp=1, loss_chunk=loss_chunk)
     paths = RunPaths(manifest, tmp / "ckpt", tmp / "done.json", tmp / "metrics.jsonl")
     trainer = Trainer(model_section(seq, smoke), train, 1234, paths)
     trainer.loss_fn.train()
@@ -139,6 +140,12 @@ def print_profile(trainer: Trainer, step_s: float, smoke: bool, steps: int = 3) 
           f"{step_s * 1000:.1f} ms):", flush=True)
     for label, ms, share in breakdown(kernels, step_s, steps):
         print(f"  {label:24s} {ms:8.2f} ms  {100 * share:5.1f}%", flush=True)
+
+
+def loss_chunk_of(name: str, smoke: bool) -> int:
+    """train.loss_chunk from a row name's "loss-chunkN" (0: the plain loss); the smoke run uses 16."""
+    found = re.search(r"loss-chunk(\d+)", name)
+    return 0 if not found else 16 if smoke else int(found.group(1))
 
 
 def plain_row(seq: int, mb: int, precision: str, compiled: bool | str, steps: int, warmup: int,
@@ -213,7 +220,10 @@ def main() -> None:
              ("plain   seq1024 b16 bf16 max-autotune", "plain", *big, "bf16", "max-autotune", False),
              ("trainer seq1024 b32 bf16 max-autotune", "trainer", *b32, "bf16", "max-autotune", False),
              ("trainer seq1024 b16 bf16 reduce-overhead", "trainer", *big, "bf16", "reduce-overhead", False),
-             ("reference seq512 b8 ckpt fp16 reduce-overhead", "trainer", *ref, "fp16", "reduce-overhead", True)]
+             ("reference seq512 b8 ckpt fp16 reduce-overhead", "trainer", *ref, "fp16", "reduce-overhead", True),
+             ("trainer seq1024 b16 bf16 compile loss-chunk2048", "trainer", *big, "bf16", True, False),
+             ("trainer seq1024 b16 bf16 compile loss-chunk4096", "trainer", *big, "bf16", True, False),
+             ("trainer seq1024 b32 bf16 compile loss-chunk4096", "trainer", *b32, "bf16", True, False)]
     if args.only:
         rows = [r for r in rows + extra if any(k.strip() in r[0] for k in args.only.split(","))]
     if smoke:
@@ -235,7 +245,8 @@ def main() -> None:
             if not smoke:  # torch's default attention backend on Hopper is cuDNN; the last row tries flash
                 torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
             if kind == "trainer":
-                r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup, smoke)
+                r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
+                                loss_chunk=loss_chunk_of(name, smoke))
             else:
                 r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
             peak = peak_flops(r["device"], precision)
@@ -261,7 +272,7 @@ def main() -> None:
             if not smoke:
                 torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
             trainer_row(manifest, tmp / "profiled", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
-                        profile=True)
+                        profile=True, loss_chunk=loss_chunk_of(name, smoke))
     for mode in ("compile", "eager", "max-autotune"):
         a, b = f"trainer seq1024 b16 bf16 {mode}", f"plain   seq1024 b16 bf16 {mode}"
         if a in results and b in results:

@@ -12,6 +12,7 @@ Shapes: B batch, T time, C n_embd, H heads, D = C // H, V padded vocabulary.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -170,9 +171,13 @@ class GPT(nn.Module):
         return n - self.wpe.weight.numel() if non_embedding else n
 
     def forward(
-        self, idx: torch.Tensor, kv_cache: KVCache | None = None, start_pos: int = 0
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None, start_pos: int = 0,
+        head: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, V); padded ids have logit -inf."""
+        """idx (B, T) token ids -> logits (B, T, V); padded ids have logit -inf. With `head`, returns
+        head(final hidden states (B, T, C), output weight's real-vocabulary rows (vocab_size, C)) instead: a
+        loss that never writes the logits (gpt2core.training.linear_cross_entropy) runs inside forward, where
+        data-parallel wrappers expect the weights to be used."""
         _, T = idx.shape
         if start_pos + T > self.config.n_positions:
             raise ValueError(f"sequence of {start_pos + T} exceeds n_positions {self.config.n_positions}")
@@ -183,7 +188,10 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, kv_cache)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        x = self.ln_f(x)
+        if head is not None:
+            return head(x, self.lm_head.weight[: self.config.vocab_size])
+        logits = self.lm_head(x)  # (B, T, V)
         return mask_padded_logits(logits, self.config.vocab_size)
 
 

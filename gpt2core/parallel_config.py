@@ -40,6 +40,11 @@ def check_parallel_config(model_cfg: dict, train_cfg: dict, vocab_size: int | No
         if padded % tp:
             raise WikiGPTError(f"config: padded vocabulary {padded} (model.vocab_multiple "
                                f"{model_cfg.get('vocab_multiple')}) is not divisible by train.tp {tp}")
+    if train_cfg.get("loss_chunk") and tp > 1:  # the vocabulary-parallel loss already never gathers the logits
+        raise WikiGPTError(f"config: train.loss_chunk needs train.tp 1 (got {tp}); set it to 0")
+    if train_cfg.get("loss_chunk") and train_cfg.get("precision") == "fp16":
+        raise WikiGPTError("config: train.loss_chunk works with precision bf16 or fp32, not fp16 (its gradients "
+                           "are made in the forward, before the loss scale could apply); set it to 0")
     if train_cfg.get("sequence_parallel") and tp == 1:
         raise WikiGPTError("config: train.sequence_parallel needs train.tp > 1")
     return ParallelPlan(dp=dp, tp=tp, sequence_parallel=bool(train_cfg.get("sequence_parallel", False)))

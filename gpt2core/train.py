@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import resource
@@ -58,6 +59,7 @@ from gpt2core.training.distributed import (
 )
 from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.grads import global_grad_norm, unscale_and_clip_
+from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
@@ -137,12 +139,17 @@ class CausalLMLoss(torch.nn.Module):
     around the output layer, where compiling the model alone leaves 4-6 eager passes over the (B, T, V)
     logits (at GPT-2 small, batch 16, seq 1024: 3.3 GB each in fp32) to run after every forward."""
 
-    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device, loss_chunk: int = 0) -> None:
         super().__init__()
         self.model, self.precision, self.device_type = model, precision, device.type
+        self.loss_chunk = loss_chunk  # > 0: the output layer and loss by chunks, no (B, T, V) logits
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with autocast_ctx(self.precision, torch.device(self.device_type)):
+            if self.loss_chunk:
+                head = functools.partial(linear_cross_entropy, targets=y, mask=mask, chunk=self.loss_chunk,
+                                         compute_dtype=_AUTOCAST.get(self.precision, torch.float32))
+                return self.model(x, head=head)
             logits = self.model(x)  # (B, T, V)
         return lm_loss(logits, y, mask)
 
@@ -219,7 +226,8 @@ class Trainer:
         compile_kw = compile_options(train_cfg["compile"])
         if compile_kw is not None and self.tp:  # DTensor outputs: compile the model, the loss stays eager
             model = torch.compile(model, **compile_kw)
-        self.loss_fn: torch.nn.Module = CausalLMLoss(model, self.precision, self.device)
+        self.loss_fn: torch.nn.Module = CausalLMLoss(model, self.precision, self.device,
+                                                     int(train_cfg.get("loss_chunk", 0)))
         if compile_kw is not None and not self.tp:  # model and loss as one graph; shapes never change in a run
             self.loss_fn = torch.compile(self.loss_fn, dynamic=False, **compile_kw)
         self.train_source, self.valid_source = self._data(train_cfg)

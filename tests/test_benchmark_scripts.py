@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 
@@ -56,3 +57,26 @@ def test_reshard_memory_benchmark_runs_both_ways(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "read whole (the anchor" in proc.stdout and "grouped / whole:" in proc.stdout, proc.stdout
+
+
+def test_loss_chunk_benchmark_runs_both_variants_with_equal_losses(tmp_path: Path) -> None:
+    """bench_loss_chunk_cpu.py measures the plain loss and train.loss_chunk in separate processes (tiny
+    model here; the README's figure is GPT-2 small); the two runs print the same loss curve."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_loss_chunk_cpu.py"), "--layers", "1",
+                           "--hidden", "64", "--heads", "2", "--vocab", "4000", "--seq", "64", "--chunk", "48",
+                           "--steps", "2"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    curves = [[float(x) for x in line.split("losses ")[1].split(", ")]
+              for line in proc.stdout.splitlines() if "losses " in line]
+    assert len(curves) == 2 and curves[0] == pytest.approx(curves[1], rel=1e-4, abs=1e-4), proc.stdout
+    assert "loss_chunk / plain: peak RSS" in proc.stdout, proc.stdout
+
+
+def test_gpu_benchmark_rows_name_their_loss_chunk() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_gpu import loss_chunk_of
+
+    assert loss_chunk_of("trainer seq1024 b16 bf16 compile loss-chunk2048", smoke=False) == 2048
+    assert loss_chunk_of("trainer seq1024 b16 bf16 compile", smoke=False) == 0
+    assert loss_chunk_of("trainer seq1024 b32 bf16 compile loss-chunk4096", smoke=True) == 16

@@ -100,6 +100,13 @@ def test_trainer_dp2_matches_dp1_at_the_same_global_batch(work: Path) -> None:
     assert_same(work, "tp1_accum2", "dp2")
 
 
+def test_trainer_dp2_with_loss_chunk_matches_dp1(work: Path) -> None:
+    """train.loss_chunk runs its loss inside the model's forward, where FSDP2 has gathered the tied
+    embedding: the gradients it makes there are reduced like any other."""
+    train(work, "dp2_chunk", nproc=2, dp=2, loss_chunk=24)
+    assert_same(work, "tp1_accum2", "dp2_chunk")
+
+
 def test_trainer_dp2_tp2_on_four_processes_matches(work: Path) -> None:
     train(work, "dp2tp2", nproc=4, dp=2, tp=2)
     assert_same(work, "tp1_accum2", "dp2tp2")

@@ -1,4 +1,4 @@
-"""GPU training throughput of the real trainer (`gpt2core.train.Trainer.step`, as `rule train` runs it) for
+"""GPU training throughput of the real trainer (`gpt2core.train.Trainer.iterations`, as `rule train` runs it) for
 GPT-2 small, with MFU against the device's dense 16-bit peak (gpt2core.training.flops), plus a plain
 nanoGPT-style loop on the same model as the anchor for "the parallel-capable trainer costs nothing at tp=1".
 
@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,11 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
     paths = RunPaths(manifest, tmp / "ckpt", tmp / "done.json", tmp / "metrics.jsonl")
     trainer = Trainer(model_section(seq, smoke), train, 1234, paths)
     trainer.loss_fn.train()
-    times = [trainer.step()["step_time_s"] for _ in range(warmup + steps)][warmup:]
+    records = trainer.iterations()  # as run() drives it: the next step is queued before this one is read
+    times = [next(records)["step_time_s"] for _ in range(warmup + steps)][warmup:]
     dt = statistics.median(times)
     if profile:
-        print_profile(trainer, dt, smoke)
+        print_profile(lambda: next(records), dt, smoke)
     return {"tokens_per_s": mb * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device}
 
 
@@ -116,7 +118,7 @@ def breakdown(kernels: list[tuple[str, float]], step_s: float, steps: int) -> li
     return [(label, ms, ms / (step_s * 1000)) for label, ms in rows]
 
 
-def print_profile(trainer: Trainer, step_s: float, smoke: bool, steps: int = 3) -> None:
+def print_profile(step: Callable[[], object], step_s: float, smoke: bool, steps: int = 3) -> None:
     """Profile `steps` trainer steps: the 25 largest kernels, then their time by category against the
     unprofiled median step (on CPU, the smoke run, its aten ops stand in for kernels)."""
     from torch.autograd import DeviceType
@@ -126,7 +128,7 @@ def print_profile(trainer: Trainer, step_s: float, smoke: bool, steps: int = 3) 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if not smoke else [])
     with torch_profile(activities=acts) as prof:
         for _ in range(steps):
-            trainer.step()
+            step()
     events = prof.key_averages()
     key = "self_cpu_time_total" if smoke else "self_device_time_total"
     print(events.table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)

@@ -23,6 +23,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,23 @@ class State:
     wall_time: float = 0.0
     last_loss: float | None = None
     last_valid: float | None = None
+
+
+@dataclass
+class _Launched:
+    """An iteration whose work is queued and whose loss and gradient norm have not been read yet."""
+
+    index: int  # 0-based; its metrics line says step index + 1
+    lr: float
+    scale: float
+    loss: torch.Tensor
+    norm: torch.Tensor
+    t0: float
+    skip: bool = False  # decided before the optimizer step (fp16 with a host-side decision)
+    values: tuple[float, float] | None = None  # (loss, norm), when read before the optimizer step
+
+    def read(self) -> tuple[float, float]:
+        return tuple(torch.stack([self.loss.float(), self.norm.float().to(self.loss.device)]).tolist())  # the sync
 
 
 def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:
@@ -237,6 +255,7 @@ class Trainer:
         self.peak = peak_flops(self.device, self.precision)
         self.state = State()
         self._prefetched: dict[int, list[Batch]] = {}
+        self._last_finish = 0.0  # when the last iteration was read (an early-queued one's time starts there)
         self.metrics: MetricsLog | None = None
         self.last_saved: int | None = None
 
@@ -304,20 +323,25 @@ class Trainer:
                 for m in range(self.train_cfg["grad_accum"])]
 
     def step(self) -> dict:
-        """Run iteration `state.iteration` and return its metrics line.
+        """Run iteration `state.iteration` and return its metrics line (queue it, then read it)."""
+        return self._finish(self._launch(self.state.iteration, self.state.lr_step))
 
-        Why the order: the host reads the loss and gradient norm once (one sync), after the next batch is
-        loaded and copied and after the optimizer step is queued, so the GPU never waits for the host. A
-        non-finite bf16/fp32 step then still raises before anything is saved. An fp16 overflow is skipped
-        on the device (the fused AdamW's `found_inf`) and booked on the host at that same sync; where the
-        ranks or the optimizer cannot do that (a mesh, no fused kernel), fp16 syncs before the step."""
-        tc, st = self.train_cfg, self.state
+    def _launch(self, index: int, lr_step: int) -> _Launched:
+        """Queue iteration `index` (0-based) at LR step `lr_step`: forward, backward, norm, optimizer step.
+
+        Why the order: the host reads the loss and gradient norm once (one sync, in _finish), after the next
+        batch is loaded and copied and after the optimizer step is queued, so the GPU never waits for the host
+        inside a step; run() also queues the next step before reading this one where it may (see
+        _may_queue_next). A non-finite bf16/fp32 step still raises before anything is saved. An fp16 overflow
+        is skipped on the device (the fused AdamW's `found_inf`) and booked on the host at that same sync; where
+        the ranks or the optimizer cannot do that (a mesh, no fused kernel), fp16 syncs before the step."""
+        tc = self.train_cfg
         t0 = time.perf_counter()
-        lr = lr_at(st.lr_step, lr=tc["lr"], min_lr=tc["min_lr"], iters=tc["iters"], warmup=tc["warmup"],
+        lr = lr_at(lr_step, lr=tc["lr"], min_lr=tc["min_lr"], iters=tc["iters"], warmup=tc["warmup"],
                    decay=tc["decay"])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = self._prefetched.pop(st.iteration, None) or self._batches(st.iteration)
+        batches = self._prefetched.pop(index, None) or self._batches(index)
         scale = self.scaler.scale
         loss = forward_backward(self.loss_fn, batches, scale, self.device, self.tp)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
@@ -328,17 +352,13 @@ class Trainer:
             norm = mesh_grad_norm(params, self.mesh) / scale
             loss = all_reduce_sum(loss, self.mesh.get_group("dp")) / self.dp_size
         if self.device.type == "cuda":  # load the next batch while the GPU runs this one's backward
-            self._prefetched = {st.iteration + 1: self._batches(st.iteration + 1)}
-
-        def read() -> tuple[float, float]:
-            return tuple(torch.stack([loss.float(), norm.float().to(loss.device)]).tolist())  # the one sync
-
-        skip = False
-        sync_before_step = self.precision == "fp16" and not self._skips_on_device
-        if sync_before_step:  # every rank must agree on an overflow before anyone steps
-            loss_value, norm_value = read()
-            skip = self.scaler.update(any_rank(not math.isfinite(norm_value), self.device), st.iteration + 1)
-        if not skip:
+            self._prefetched = {index + 1: self._batches(index + 1)}
+        launched = _Launched(index, lr, scale, loss, norm, t0)
+        if self.precision == "fp16" and not self._skips_on_device:  # all ranks agree on an overflow first
+            launched.values = launched.read()
+            launched.skip = self.scaler.update(any_rank(not math.isfinite(launched.values[1]), self.device),
+                                               index + 1)
+        if not launched.skip:
             if self._skips_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
                 self.optimizer.found_inf = (~torch.isfinite(norm)).float()
             if self.mesh is None:
@@ -347,10 +367,16 @@ class Trainer:
                 clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if not sync_before_step:
-            loss_value, norm_value = read()
+        return launched
+
+    def _finish(self, q: _Launched) -> dict:
+        """Read a queued iteration's loss and norm (the sync), book it, return its metrics line."""
+        st = self.state
+        assert q.index == st.iteration, (q.index, st.iteration)  # iterations finish in order
+        loss_value, norm_value = q.values if q.values is not None else q.read()
+        skip = q.skip
         if self._skips_on_device:
-            skip = self.scaler.update(not math.isfinite(norm_value), st.iteration + 1)
+            skip = self.scaler.update(not math.isfinite(norm_value), q.index + 1)
         if skip:
             st.skipped += 1
         else:
@@ -359,18 +385,28 @@ class Trainer:
             if not math.isfinite(loss_value) or not math.isfinite(norm_value):
                 last = ckpt.latest_checkpoint(self.paths.checkpoints)
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                raise WikiGPTError(f"non-finite {what} at iteration {st.iteration + 1} ({self.precision}); "
+                raise WikiGPTError(f"non-finite {what} at iteration {q.index + 1} ({self.precision}); "
                                    f"last good checkpoint: {last or 'none'} (this step's update is not saved)")
-        dt = time.perf_counter() - t0
+        now = time.perf_counter()
+        dt = now - max(q.t0, self._last_finish)  # queued early: its time starts when the previous one ended
+        self._last_finish = now
         st.iteration += 1
         st.tokens += self.tokens_per_iter
         st.wall_time += dt
         st.last_loss = loss_value
         tps = self.tokens_per_iter / dt
-        return {"step": st.iteration, "tokens": st.tokens, "loss": loss_value, "lr": lr,
-                "grad_norm": norm_value, "loss_scale": scale, "skipped": skip, "tokens_per_s": round(tps, 1),
+        return {"step": st.iteration, "tokens": st.tokens, "loss": loss_value, "lr": q.lr,
+                "grad_norm": norm_value, "loss_scale": q.scale, "skipped": skip, "tokens_per_s": round(tps, 1),
                 "mfu": round(self.flops_per_iter / dt / self.peak, 4) if self.peak else None,
                 "mem_mb": round(memory_mb(self.device), 1), "step_time_s": round(dt, 4)}
+
+    def _may_queue_next(self, it: int) -> bool:
+        """May iteration it + 1 be queued before iteration `it` (1-based) is read? Only where nothing the next
+        step needs depends on this one's values: not fp16 (the loss scale and the LR wait for the overflow
+        check), and not where `it` is evaluated, saved or last (those must see exactly its weights)."""
+        tc = self.train_cfg
+        return (self.precision != "fp16" and it < tc["iters"] and it % tc["save_interval"] != 0
+                and not (self.valid_source is not None and it % tc["eval_interval"] == 0))
 
     def save(self) -> Path | None:
         st = self.state
@@ -390,8 +426,11 @@ class Trainer:
 
     def iteration(self) -> dict:
         """One scheduled iteration: step, valid loss and checkpoint when due, metrics line."""
+        return self._book(self.step())
+
+    def _book(self, record: dict) -> dict:
+        """After an iteration is read: valid loss and checkpoint when due, its metrics line."""
         tc = self.train_cfg
-        record = self.step()
         it = self.state.iteration
         if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
             losses = {name: evaluate(self.loss_fn, src, tc["eval_iters"], self.device, self.tp)
@@ -416,8 +455,7 @@ class Trainer:
         self.loss_fn.train()
         bar = tqdm(total=tc["iters"], initial=start, desc="train", unit="it", file=sys.stderr,
                    mininterval=2.0, disable=not self.env.is_main, dynamic_ncols=False, ncols=100)
-        while self.state.iteration < tc["iters"]:
-            record = self.iteration()
+        for record in self.iterations():
             bar.update(1)
             if self.state.iteration % tc["log_interval"] == 0:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
@@ -426,6 +464,23 @@ class Trainer:
         if self.last_saved != self.state.iteration:
             self.save()
         return self.finish()
+
+    def iterations(self) -> Iterator[dict]:
+        """The remaining iterations' metrics lines, in order. Where _may_queue_next allows, iteration i + 1 is
+        queued before iteration i is read, so the GPU has the next step's work while the host reads, logs
+        and launches (on CPU the order changes nothing: the same ops run in the same order)."""
+        iters, queued = self.train_cfg["iters"], None
+        while True:
+            index = queued.index + 1 if queued is not None else self.state.iteration
+            if index >= iters:
+                break
+            # a queued iteration is never fp16, so the optimizer steps on it and the LR step advances by one
+            launched = self._launch(index, self.state.lr_step + (queued is not None))
+            if queued is not None:
+                yield self._book(self._finish(queued))
+            queued = launched if self._may_queue_next(index + 1) else None
+            if queued is None:  # the last iteration is never queued ahead, so none is left over
+                yield self._book(self._finish(launched))
 
     def finish(self) -> dict:
         st = self.state

@@ -216,3 +216,69 @@ def test_compiled_run_follows_the_eager_run(tmp_path: Path) -> None:
     compiled = steps(compiled_trainer, 6)
     for a, b in zip(eager, compiled, strict=True):
         assert math.isclose(a["loss"], b["loss"], rel_tol=1e-4), (a["loss"], b["loss"])
+
+
+def launch_order(trainer: Trainer) -> list[str]:
+    """Record the order in which run() queues ("L3") and reads ("F3") iterations (1-based)."""
+    events: list[str] = []
+    launch, finish = trainer._launch, trainer._finish
+
+    def logged_launch(index: int, lr_step: int) -> object:
+        events.append(f"L{index + 1}")
+        return launch(index, lr_step)
+
+    def logged_finish(q: object) -> dict:
+        events.append(f"F{q.index + 1}")
+        return finish(q)
+
+    trainer._launch, trainer._finish = logged_launch, logged_finish
+    return events
+
+
+def test_run_queues_the_next_step_before_reading_this_one_except_at_eval_save_and_end(tmp_path: Path) -> None:
+    """bf16/fp32: step i + 1 is queued before step i's loss is read (the GPU keeps working while the host
+    reads and logs), except where i is evaluated, saved or last; the run is the same as one step at a time."""
+    trainer = make_trainer(tmp_path, "ahead", iters=6, eval_interval=3, save_interval=4)
+    events = launch_order(trainer)
+    trainer.run()
+    assert events == ["L1", "L2", "F1", "L3", "F2", "F3", "L4", "F4", "L5", "L6", "F5", "F6"]
+    one_by_one = make_trainer(tmp_path, "one_by_one", iters=6, eval_interval=3, save_interval=4)
+    one_by_one.start()
+    for _ in range(6):
+        one_by_one.iteration()
+    one_by_one.metrics.close()
+    a = [{k: v for k, v in m.items() if k not in TIMING} for m in read_metrics(trainer.paths.metrics)]
+    b = [{k: v for k, v in m.items() if k not in TIMING}
+         for m in read_metrics(one_by_one.paths.checkpoints / "metrics.jsonl")]
+    assert a == b and [m["step"] for m in a] == list(range(1, 7)) and "valid_loss" in a[2]
+    assert [m["lr"] for m in a] == [lr_at(i, lr=3e-3, min_lr=3e-4, iters=6, warmup=2, decay="cosine")
+                                    for i in range(6)]
+    for key, value in one_by_one.raw_model.state_dict().items():
+        assert torch.equal(trainer.raw_model.state_dict()[key], value), key
+
+
+def test_fp16_run_reads_every_step_before_queueing_the_next(tmp_path: Path) -> None:
+    """The loss scale and the LR of step i + 1 depend on whether step i overflowed."""
+    trainer = make_trainer(tmp_path, iters=3, precision="fp16", save_interval=10, eval_interval=10)
+    events = launch_order(trainer)
+    trainer.run()
+    assert events == ["L1", "F1", "L2", "F2", "L3", "F3"]
+
+
+def test_nan_found_after_the_next_step_was_queued_names_its_iteration_and_saves_nothing(tmp_path: Path) -> None:
+    """Iteration 7 goes NaN while 8 is already queued: the error names 7, step_0000005 stays the last
+    checkpoint, byte for byte, and the metrics end at 6."""
+    trainer = make_trainer(tmp_path, iters=10, save_interval=5, eval_interval=100)
+    calls = {"n": 0}
+
+    def poison(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 7 else output  # the 7th training forward
+
+    trainer.raw_model.ln_f.register_forward_hook(poison)
+    events = launch_order(trainer)
+    with pytest.raises(WikiGPTError, match=r"non-finite loss at iteration 7 .*step_0000005"):
+        trainer.run()
+    assert events == ["L1", "L2", "F1", "L3", "F2", "L4", "F3", "L5", "F4", "F5", "L6", "L7", "F6", "L8", "F7"]
+    assert [p.name for p in ckpt.list_checkpoints(trainer.paths.checkpoints)] == ["step_0000005"]
+    assert [m["step"] for m in read_metrics(trainer.paths.checkpoints / "metrics.jsonl")] == list(range(1, 7))

@@ -59,7 +59,7 @@ from gpt2core.training.distributed import (
     shutdown,
 )
 from gpt2core.training.flops import flops_per_token, peak_flops
-from gpt2core.training.grads import global_grad_norm, unscale_and_clip_
+from gpt2core.training.grads import global_grad_norm, grad_multiplier, unscale_and_clip_
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
@@ -238,9 +238,10 @@ class Trainer:
                                          self.device.type)
         self.scaler = DynamicLossScaler(train_cfg["init_loss_scale"], train_cfg["loss_scale_window"],
                                         train_cfg["max_skipped_steps"], enabled=self.precision == "fp16")
+        self._fused_opt = bool(self.optimizer.defaults.get("fused"))
         # fp16 on one process with the fused AdamW: an overflow is skipped on the device, without a sync.
         self._skips_on_device = (self.precision == "fp16" and self.mesh is None and self.env.world_size == 1
-                                 and bool(self.optimizer.defaults.get("fused")))
+                                 and self._fused_opt)
         compile_kw = compile_options(train_cfg["compile"])
         if compile_kw is not None and self.tp:  # DTensor outputs: compile the model, the loss stays eager
             model = torch.compile(model, **compile_kw)
@@ -361,7 +362,12 @@ class Trainer:
         if not launched.skip:
             if self._skips_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
                 self.optimizer.found_inf = (~torch.isfinite(norm)).float()
-            if self.mesh is None:
+            if self.mesh is None and self._fused_opt:  # the kernel divides each gradient by its grad_scale:
+                mult = grad_multiplier(norm * scale, 1.0 / scale, tc["grad_clip"])  # one pass fewer over them
+                self.optimizer.grad_scale = (1.0 / mult if isinstance(mult, torch.Tensor)
+                                             else torch.tensor(1.0 / mult, device=self.device)
+                                             if mult != 1.0 else None)
+            elif self.mesh is None:
                 unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
             else:
                 clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)

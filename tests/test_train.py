@@ -282,3 +282,29 @@ def test_nan_found_after_the_next_step_was_queued_names_its_iteration_and_saves_
     assert events == ["L1", "L2", "F1", "L3", "F2", "L4", "F3", "L5", "F4", "F5", "L6", "L7", "F6", "L8", "F7"]
     assert [p.name for p in ckpt.list_checkpoints(trainer.paths.checkpoints)] == ["step_0000005"]
     assert [m["step"] for m in read_metrics(trainer.paths.checkpoints / "metrics.jsonl")] == list(range(1, 7))
+
+
+def test_clip_folded_into_the_fused_adamw_equals_clipping_the_gradients_first() -> None:
+    """On one process the clip coefficient reaches the fused AdamW as its grad_scale (the kernel divides by
+    it) instead of a separate pass over the gradients: the same update, to fp32 rounding, for a clipped
+    and an unclipped step."""
+    from gpt2core.training.grads import global_grad_norm, grad_multiplier, unscale_and_clip_
+
+    for max_norm in (0.05, 1e3):
+        torch.manual_seed(0)
+        a = GPT(GPTConfig.padded(300, 128, n_positions=16, n_layer=2, n_head=2, n_embd=16))
+        b = GPT(GPTConfig.padded(300, 128, n_positions=16, n_layer=2, n_head=2, n_embd=16))
+        b.load_state_dict(a.state_dict())
+        # eps 1: the update grows with the gradient (Adam's usual update would hide a wrong scale)
+        opts = [torch.optim.AdamW(param_groups(m, 0.01), lr=1e-2, eps=1.0, fused=True) for m in (a, b)]
+        x = torch.randint(0, 300, (2, 16))
+        for m in (a, b):
+            m(x).logsumexp(-1).mean().backward()
+        norm = global_grad_norm(a.parameters())
+        unscale_and_clip_(list(a.parameters()), norm, 1.0, max_norm)
+        opts[0].step()
+        opts[1].grad_scale = 1.0 / grad_multiplier(global_grad_norm(b.parameters()), 1.0, max_norm)
+        opts[1].step()
+        assert (max_norm < norm.item()) == (max_norm == 0.05)  # one clipped step, one not
+        for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7, msg=name)

@@ -21,16 +21,24 @@ def global_grad_norm(params: Iterable[torch.nn.Parameter],
     return sq.sqrt()
 
 
+def grad_multiplier(norm: torch.Tensor, inv_scale: float, max_norm: float) -> torch.Tensor | float:
+    """What every gradient is multiplied by before the optimizer step: fp16 unscaling times the clip
+    coefficient. A device tensor when clipping (no host sync in the step; inv_scale is a power of two, so the
+    product rounds exactly as a Python-float coefficient did), else the float inv_scale."""
+    if max_norm > 0:
+        return torch.clamp(max_norm / (norm.float() * inv_scale + 1e-6), max=1.0) * inv_scale
+    return inv_scale
+
+
 def unscale_and_clip_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, inv_scale: float,
                       max_norm: float) -> None:
-    """Multiply gradients by inv_scale (fp16 unscaling) and by the clip coefficient, in one pass. The
-    coefficient stays a device tensor: no host sync in the step (inv_scale is a power of two, so the
-    product rounds exactly as a Python-float coefficient did)."""
+    """Multiply gradients by grad_multiplier in one pass (a fused optimizer can take it as its grad_scale
+    instead and save the pass: gpt2core.train)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    if max_norm > 0:
-        coef = torch.clamp(max_norm / (norm.float() * inv_scale + 1e-6), max=1.0) * inv_scale
-        torch._foreach_mul_(grads, coef.to(grads[0].device))
-    elif inv_scale != 1.0:
-        torch._foreach_mul_(grads, inv_scale)
+    mult = grad_multiplier(norm, inv_scale, max_norm)
+    if isinstance(mult, torch.Tensor):
+        torch._foreach_mul_(grads, mult.to(grads[0].device))
+    elif mult != 1.0:
+        torch._foreach_mul_(grads, mult)

@@ -225,3 +225,34 @@ def test_bilingual_bpe_against_gpt2_on_held_out_text(tmp_path):
     print(f"held-out characters per token: ours {heldout}, GPT-2 {gpt2_cpt}")
     assert heldout["zh"]["chars_per_token"] >= 1.2 and gpt2_cpt["zh"] < 0.6
     assert heldout["en"]["chars_per_token"] >= 0.85 * gpt2_cpt["en"]
+
+
+def test_linked_local_folder_is_read_in_place_and_editing_a_file_reruns_only_its_part(tmp_path):
+    """`link: true` on a local folder: every part under data/downloads is a link to the user's file (no
+    copy), the user's files keep their bytes and times through the run, a second run has nothing to do, and
+    rewriting one file reruns extract for that part only (and presplit), never the download."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for name in ("a", "b"):
+        docs = [{"id": i, "text": f"Document {name}{i} says that the river was high in spring. " * 4}
+                for i in range(5)]
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+    work = tmp_path / "w"
+    work.mkdir()
+    write_config(work, {"corpora": [{"name": "notes", "kind": "jsonl", "lang": "en",
+                                     "sources": [{"url": str(folder), "link": True}]}],
+                        "presplit": {"shards": 1, "min_chars": 10}})
+    target = "data/presplit/notes/00000.parquet"
+    run_snakemake(work, target)
+    for name in ("a.jsonl", "b.jsonl"):
+        part = work / "data/downloads/notes" / name
+        assert part.is_symlink() and part.readlink() == (folder / name).resolve()
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == before
+    assert len(presplit_texts(work, "notes")) == 10
+    again = run_snakemake(work, "-n", target)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    with (folder / "b.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": 9, "text": "A late addition about the river and the spring floods. " * 4}) + "\n")
+    assert jobs_run(run_snakemake(work, target)) == {"extract": 1, "presplit": 1}
+    assert len(presplit_texts(work, "notes")) == 11

@@ -93,6 +93,38 @@ def test_download_local_verifies_checksum(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bin"]
 
 
+def test_download_with_link_verifies_in_place_and_links_instead_of_copying(tmp_path, monkeypatch):
+    """link: true puts a symbolic link to the absolute source path under the target's name, after its
+    checksum is checked; a mismatch leaves nothing and the source untouched; a remote URL is refused."""
+    src = tmp_path / "corpus" / "part.jsonl"
+    src.parent.mkdir()
+    src.write_bytes(b'{"text": "hello"}\n' * 100)
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    dest = tmp_path / "out" / "part.jsonl"
+    monkeypatch.chdir(tmp_path.parent)  # a relative path still links to the absolute one
+    source = {"url": str(src.relative_to(tmp_path.parent)), "sha256": good, "link": True}
+    assert download(source, dest) == f"sha256:{good}"
+    assert dest.is_symlink() and dest.readlink() == src.resolve() and dest.read_bytes() == src.read_bytes()
+    with pytest.raises(WikiGPTError, match="sha256 mismatch"):
+        download({"url": str(src), "sha256": "0" * 64, "link": True}, tmp_path / "out" / "b.jsonl")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part.jsonl"] and src.stat().st_size == 1800
+    with pytest.raises(WikiGPTError, match="http://example.org/a.jsonl: link: true needs a local file"):
+        download({"url": "http://example.org/a.jsonl", "link": True}, tmp_path / "out" / "c.jsonl")
+
+
+def test_link_carries_to_every_file_of_a_local_folder_and_a_remote_link_fails_at_parse_time(tmp_path):
+    from gpt2core.data.download import expand_source
+
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text('{"text": "x"}\n', encoding="utf-8")
+    assert expand_source({"url": str(tmp_path), "link": True}) == [
+        {"url": str(tmp_path / "a.jsonl"), "link": True}, {"url": str(tmp_path / "b.jsonl"), "link": True}]
+    assert expand_source({"url": str(tmp_path)}) == [{"url": str(tmp_path / "a.jsonl")},
+                                                     {"url": str(tmp_path / "b.jsonl")}]
+    with pytest.raises(WikiGPTError, match="link: true needs a local file"):
+        expand_source({"url": "https://example.org/enwiki-latest-pages-articles1.xml.bz2", "link": True})
+
+
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves one payload with Range support; the first full request is cut off halfway."""
 

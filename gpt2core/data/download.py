@@ -5,6 +5,10 @@ Range request where the server allows it), are checked against the source's chec
 to the final name: a mismatch or a failure leaves nothing under that name. A remote checksum list is read once
 and kept beside the files it lists (read_checksums), so a workflow that expands a dump glob from it builds its
 DAG offline afterwards, and the parts are checked against the same list that named them.
+
+A local source with `link: true` is not copied: its checksum (if any) is checked in place and a symbolic link
+to it takes the target's name, so a large local corpus is not stored twice. Snakemake then dates the part
+by the later of the link and the file, so editing the file reruns what reads it.
 """
 
 from __future__ import annotations
@@ -142,6 +146,20 @@ def _fetch_http(url: str, part: Path) -> None:
             time.sleep(attempt)
 
 
+def check_link(source: dict) -> None:
+    """`link: true` is for local files only: a remote file has nothing to link to."""
+    if source.get("link") and is_remote(source["url"]):
+        raise WikiGPTError(f"{source['url']}: link: true needs a local file (a remote one is downloaded)")
+
+
+def _link_local(src: Path, part: Path) -> None:
+    """A symbolic link to the absolute source path at `part` (checked, then renamed into place like a copy)."""
+    if not src.is_file():
+        raise WikiGPTError(f"{src}: no such file")
+    part.unlink(missing_ok=True)
+    part.symlink_to(src.resolve())
+
+
 def download(source: dict, dest: str | Path) -> str | None:
     """Fetch `source` to `dest`, verify its checksum; return the verified 'algo:hex' (None if unchecked).
     A remote checksum list is read from (or kept as) its copy in `dest`'s folder (read_checksums)."""
@@ -152,8 +170,10 @@ def download(source: dict, dest: str | Path) -> str | None:
     kept = kept_list_path(sums_url, dest.parent) if sums_url else None
     was_kept = kept is not None and kept.is_file()
     sums = read_checksums(sums_url, dest.parent) if sums_url else None
+    check_link(source)
     try:
-        return _fetch_and_verify(source["url"], dest, expected_digest(source, dest.name, sums))
+        return _fetch_and_verify(source["url"], dest, expected_digest(source, dest.name, sums),
+                                 bool(source.get("link")))
     except WikiGPTError as exc:
         if was_kept and ("HTTP 404" in str(exc) or "mismatch" in str(exc)):
             raise WikiGPTError(f"{exc} (checked against the kept copy of {sums_url}, {kept}: if the dump "
@@ -161,9 +181,11 @@ def download(source: dict, dest: str | Path) -> str | None:
         raise
 
 
-def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None) -> str | None:
+def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None, link: bool = False) -> str | None:
     part = dest.with_name(f".{dest.name}.part")
-    if is_remote(url):
+    if link:
+        _link_local(local_path(url), part)
+    elif is_remote(url):
         _fetch_http(url, part)
     elif urlparse(url).scheme in ("", "file"):
         _copy_local(local_path(url), part)
@@ -171,9 +193,9 @@ def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None) ->
         raise WikiGPTError(f"{url}: unsupported URL scheme (use a path, file://, http:// or https://)")
     if expected is not None:
         algo, want = expected
-        got = file_digest(part, algo)
+        got = file_digest(part, algo)  # through a link: the file itself
         if got != want:
-            part.unlink()
+            part.unlink()  # a link: only the link
             raise WikiGPTError(f"{url}: {algo} mismatch: expected {want}, got {got}")
     os.replace(part, dest)
     return f"{expected[0]}:{expected[1]}" if expected else None
@@ -185,6 +207,7 @@ def expand_source(source: dict, keep_lists_in: str | Path | None = None) -> list
     A local folder or a local glob without checksums_url becomes one source per file (JSON-lines corpora).
     Meant for config loading (Wikimedia ships enwiki as ~27 parts listed in one *-sha1sums.txt); a remote
     list is read once and kept in `keep_lists_in` (read_checksums): pass the folder the parts download to."""
+    check_link(source)
     if not is_remote(source["url"]) and local_path(source["url"]).is_dir():
         return _expand_folder(source)
     name = source["url"].rstrip("/").rsplit("/", 1)[-1]
@@ -201,12 +224,14 @@ def expand_source(source: dict, keep_lists_in: str | Path | None = None) -> list
 
 
 def _one_per_file(source: dict, files: list[Path], where: str) -> list[dict]:
-    """Sources for local files (checksums do not carry over); their names must differ (they name parts)."""
+    """Sources for local files (checksums do not carry over, `link` does); their names must differ (they
+    name parts)."""
     names = [f.name for f in files]
     if len(set(names)) != len(names):
         dup = sorted(n for n in set(names) if names.count(n) > 1)[0]
         raise WikiGPTError(f"{where}: two files are named {dup} (file names name a corpus's parts)")
-    return [{"url": str(f)} for f in files]
+    link = {"link": True} if source.get("link") else {}  # only when set: other parts keep their params
+    return [{"url": str(f), **link} for f in files]
 
 
 def _expand_folder(source: dict) -> list[dict]:

@@ -59,7 +59,7 @@ from gpt2core.training.distributed import (
     shutdown,
 )
 from gpt2core.training.flops import flops_per_token, peak_flops
-from gpt2core.training.grads import global_grad_norm, grad_multiplier, unscale_and_clip_
+from gpt2core.training.grads import fused_grad_scale, global_grad_norm, unscale_and_clip_
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
@@ -362,11 +362,9 @@ class Trainer:
         if not launched.skip:
             if self._skips_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
                 self.optimizer.found_inf = (~torch.isfinite(norm)).float()
-            if self.mesh is None and self._fused_opt:  # the kernel divides each gradient by its grad_scale:
-                mult = grad_multiplier(norm * scale, 1.0 / scale, tc["grad_clip"])  # one pass fewer over them
-                self.optimizer.grad_scale = (1.0 / mult if isinstance(mult, torch.Tensor)
-                                             else torch.tensor(1.0 / mult, device=self.device)
-                                             if mult != 1.0 else None)
+            if self.mesh is None and self._fused_opt:  # unscale and clip inside the kernel: one pass fewer
+                self.optimizer.grad_scale = fused_grad_scale(norm * scale, 1.0 / scale, tc["grad_clip"],
+                                                             self.device)
             elif self.mesh is None:
                 unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
             else:

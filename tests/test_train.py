@@ -288,7 +288,7 @@ def test_clip_folded_into_the_fused_adamw_equals_clipping_the_gradients_first() 
     """On one process the clip coefficient reaches the fused AdamW as its grad_scale (the kernel divides by
     it) instead of a separate pass over the gradients: the same update, to fp32 rounding, for a clipped
     and an unclipped step."""
-    from gpt2core.training.grads import global_grad_norm, grad_multiplier, unscale_and_clip_
+    from gpt2core.training.grads import fused_grad_scale, global_grad_norm, unscale_and_clip_
 
     for max_norm in (0.05, 1e3):
         torch.manual_seed(0)
@@ -303,7 +303,7 @@ def test_clip_folded_into_the_fused_adamw_equals_clipping_the_gradients_first() 
         norm = global_grad_norm(a.parameters())
         unscale_and_clip_(list(a.parameters()), norm, 1.0, max_norm)
         opts[0].step()
-        opts[1].grad_scale = 1.0 / grad_multiplier(global_grad_norm(b.parameters()), 1.0, max_norm)
+        opts[1].grad_scale = fused_grad_scale(global_grad_norm(b.parameters()), 1.0, max_norm, torch.device("cpu"))
         opts[1].step()
         assert (max_norm < norm.item()) == (max_norm == 0.05)  # one clipped step, one not
         for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):

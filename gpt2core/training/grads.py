@@ -42,3 +42,13 @@ def unscale_and_clip_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, 
         torch._foreach_mul_(grads, mult.to(grads[0].device))
     elif mult != 1.0:
         torch._foreach_mul_(grads, mult)
+
+
+def fused_grad_scale(norm: torch.Tensor, inv_scale: float, max_norm: float,
+                     device: torch.device) -> torch.Tensor | None:
+    """What a fused AdamW divides every gradient by (its `grad_scale`) to apply grad_multiplier inside the
+    kernel, saving unscale_and_clip_'s pass over the gradients; None when there is nothing to apply."""
+    mult = grad_multiplier(norm, inv_scale, max_norm)
+    if isinstance(mult, torch.Tensor):
+        return 1.0 / mult
+    return torch.tensor(1.0 / mult, device=device) if mult != 1.0 else None

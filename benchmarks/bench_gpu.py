@@ -255,7 +255,7 @@ def main() -> None:
             mfu = flops_per_token(r["cfg"], seq) * r["tokens_per_s"] / peak if peak else None
             mem = torch.cuda.max_memory_allocated() / 2**30 if not smoke else 0.0
             if name not in results or r["tokens_per_s"] > results[name]["tokens_per_s"]:
-                results[name] = r
+                results[name] = {**r, "mfu": mfu}
             line = (f"{name:40s} {r['tokens_per_s']:10.0f} tok/s  MFU {100 * mfu if mfu else float('nan'):5.1f}%"
                     f"  step {r['step_s'] * 1000:7.1f} ms  mem {mem:5.1f} GiB  ({time.perf_counter() - t0:.0f} s"
                     " incl. warm-up/compile)")
@@ -280,7 +280,18 @@ def main() -> None:
         if a in results and b in results:
             print(f"trainer / plain loop ({mode}): {results[a]['tokens_per_s'] / results[b]['tokens_per_s']:.3f}x "
                   "(anchor: >= 0.97x)", flush=True)
+    print(mfu_verdict(results), flush=True)
     print(f"total {time.perf_counter() - t_all:.0f} s", flush=True)
+
+
+def mfu_verdict(results: dict[str, dict], goal: float = 0.45) -> str:
+    """One line: the best MFU of the real trainer's rows at seq 1024 and whether it reaches the goal."""
+    rows = {n: r["mfu"] for n, r in results.items() if n.startswith("trainer seq1024") and r.get("mfu")}
+    if not rows:
+        return "best trainer MFU: none measured (no GPU peak known for this device)"
+    name = max(rows, key=rows.get)
+    met = "met" if rows[name] >= goal else "NOT met"
+    return f"best trainer MFU: {100 * rows[name]:.1f}% ({name.strip()}); goal >= {100 * goal:.0f}%: {met}"
 
 
 if __name__ == "__main__":

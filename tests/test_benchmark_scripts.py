@@ -80,3 +80,14 @@ def test_gpu_benchmark_rows_name_their_loss_chunk() -> None:
     assert loss_chunk_of("trainer seq1024 b16 bf16 compile loss-chunk2048", smoke=False) == 2048
     assert loss_chunk_of("trainer seq1024 b16 bf16 compile", smoke=False) == 0
     assert loss_chunk_of("trainer seq1024 b32 bf16 compile loss-chunk4096", smoke=True) == 16
+
+
+def test_gpu_benchmark_verdict_names_the_best_trainer_row() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_gpu import mfu_verdict
+
+    results = {"trainer seq1024 b16 bf16 compile": {"mfu": 0.375}, "plain   seq1024 b16 bf16 compile": {"mfu": 0.5},
+               "trainer seq1024 b32 bf16 compile": {"mfu": 0.391}, "reference seq512 b8 ckpt fp16 eager": {"mfu": 0.9}}
+    assert mfu_verdict(results) == "best trainer MFU: 39.1% (trainer seq1024 b32 bf16 compile); goal >= 45%: NOT met"
+    assert mfu_verdict({"trainer seq1024 b16 bf16 compile": {"mfu": 0.46}}).endswith("goal >= 45%: met")
+    assert "none measured" in mfu_verdict({"trainer seq1024 b16 bf16 eager": {"mfu": None}})

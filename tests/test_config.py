@@ -90,3 +90,26 @@ def test_unknown_compile_mode_is_refused_before_any_job(tmp_path: Path) -> None:
     proc = run_snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "error: config:" in proc.stderr and "fastest" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.e2e
+def test_one_gpu_overlay_changes_only_training_settings_on_top_of_a_base(tmp_path: Path) -> None:
+    """`--configfile base overlay` deep-merges: the overlay's model/train keys win, the base's others stay,
+    and the planned train command carries them (dry run; the real base needs the network to plan)."""
+    import json
+    import shlex
+
+    config = tiny_config(train={"threads": 3})
+    write_config(tmp_path, config)
+    overlay = REPO / "configs/gpt2-small-1gpu.yaml"
+    proc = run_snakemake(tmp_path, "-n", "-p", "--configfile", str(tmp_path / "config.yaml"), str(overlay),
+                         "--", "results/train/done.json")
+    line = next(ln for ln in proc.stdout.splitlines() if "-m gpt2core.train" in ln)
+    args = shlex.split(line[line.index("-m gpt2core.train"):])
+    model, train = json.loads(args[args.index("--model") + 1]), json.loads(args[args.index("--train") + 1])
+    assert (model["seq_len"], model["n_positions"], model["dropout"]) == (1024, 1024, 0.0)
+    assert model["n_layer"] == config["model"]["n_layer"]  # from the base
+    assert (train["precision"], train["compile"], train["micro_batch"], train["lr"], train["beta2"]) == \
+        ("bf16", True, 16, 6.0e-4, 0.95)
+    assert train["threads"] == 3  # from the base
+    assert "checkpoints/gpt2-small-1gpu" in line

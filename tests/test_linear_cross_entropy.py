@@ -18,6 +18,7 @@ from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel_config import check_parallel_config
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
+from gpt2core.training.metrics import read_metrics
 
 
 def tiny_model(vocab: int = 300) -> GPT:
@@ -95,12 +96,20 @@ def test_fully_masked_batch_gives_zero_loss_and_zero_gradients() -> None:
 
 
 def test_trainer_with_loss_chunk_trains_the_same_run(tmp_path: Path) -> None:
-    """Same seed, fp32 CPU: the chunked run's loss lines follow the plain run's to rounding."""
-    plain = steps(make_trainer(tmp_path, "plain", iters=6), 6)
-    chunked = steps(make_trainer(tmp_path, "chunked", iters=6, loss_chunk=24), 6)
-    for a, b in zip(plain, chunked, strict=True):
+    """Same seed, fp32 CPU, through run(): the chunked run's loss lines, grad norms and valid losses (the
+    no-gradient path) follow the plain run's to rounding."""
+    runs = {}
+    for name, extra in (("plain", {}), ("chunked", {"loss_chunk": 24})):
+        trainer = make_trainer(tmp_path, name, iters=6, eval_interval=3, **extra)
+        trainer.run()
+        runs[name] = read_metrics(trainer.paths.metrics)
+    for a, b in zip(runs["plain"], runs["chunked"], strict=True):
         assert math.isclose(a["loss"], b["loss"], rel_tol=1e-5), (a["loss"], b["loss"])
         assert math.isclose(a["grad_norm"], b["grad_norm"], rel_tol=1e-4), (a["grad_norm"], b["grad_norm"])
+        assert ("valid_loss" in a) == ("valid_loss" in b)
+        if "valid_loss" in a:
+            assert math.isclose(a["valid_loss"], b["valid_loss"], rel_tol=1e-5)
+    assert sum("valid_loss" in m for m in runs["chunked"]) == 2
 
 
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile on CPU needs a C compiler")

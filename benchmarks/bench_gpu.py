@@ -223,6 +223,7 @@ def main() -> None:
              ("trainer seq1024 b32 bf16 max-autotune", "trainer", *b32, "bf16", "max-autotune", False),
              ("trainer seq1024 b16 bf16 reduce-overhead", "trainer", *big, "bf16", "reduce-overhead", False),
              ("reference seq512 b8 ckpt fp16 reduce-overhead", "trainer", *ref, "fp16", "reduce-overhead", True),
+             ("trainer seq1024 b16 bf16 eager loss-chunk2048", "trainer", *big, "bf16", False, False),
              ("trainer seq1024 b16 bf16 compile loss-chunk2048", "trainer", *big, "bf16", True, False),
              ("trainer seq1024 b16 bf16 compile loss-chunk4096", "trainer", *big, "bf16", True, False),
              ("trainer seq1024 b32 bf16 compile loss-chunk4096", "trainer", *b32, "bf16", True, False)]

@@ -73,6 +73,17 @@ def test_loss_chunk_benchmark_runs_both_variants_with_equal_losses(tmp_path: Pat
     assert "loss_chunk / plain: peak RSS" in proc.stdout, proc.stdout
 
 
+def test_gpu_benchmark_smoke_runs_an_extra_loss_chunk_row(tmp_path: Path) -> None:
+    env = {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--only", "eager loss-chunk"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == ["trainer seq1024 b16 bf16 eager loss-chunk2048"]
+    assert rows[0]["tokens_per_s"] > 0
+
+
 def test_gpu_benchmark_rows_name_their_loss_chunk() -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_gpu import loss_chunk_of

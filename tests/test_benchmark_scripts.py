@@ -13,9 +13,13 @@ import pytest
 from conftest import REPO
 
 
+def smoke_env(out: Path) -> dict:
+    """gpu.sh in its CPU smoke mode, writing gpu_bench.jsonl to `out`, run by this interpreter."""
+    return {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(out), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
+
+
 def test_gpu_benchmark_smoke_mode_drives_the_trainer(tmp_path: Path) -> None:
-    env = {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1",
-           "PYTHON": sys.executable}
+    env = smoke_env(tmp_path)
     proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--profile"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -74,8 +78,7 @@ def test_loss_chunk_benchmark_runs_both_variants_with_equal_losses(tmp_path: Pat
 
 
 def test_gpu_benchmark_smoke_runs_an_extra_loss_chunk_row(tmp_path: Path) -> None:
-    env = {**os.environ, "GPU_BENCH_SMOKE": "1", "OUT": str(tmp_path), "OMP_NUM_THREADS": "1",
-           "PYTHON": sys.executable}
+    env = smoke_env(tmp_path)
     proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--only", "eager loss-chunk"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

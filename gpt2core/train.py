@@ -404,13 +404,21 @@ class Trainer:
                 "mfu": round(self.flops_per_iter / dt / self.peak, 4) if self.peak else None,
                 "mem_mb": round(memory_mb(self.device), 1), "step_time_s": round(dt, 4)}
 
+    def _evaluates(self, it: int) -> bool:
+        """Is the valid loss computed after iteration `it` (1-based)?"""
+        tc = self.train_cfg
+        return self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"])
+
+    def _saves(self, it: int) -> bool:
+        """Is a checkpoint written after iteration `it` (1-based)?"""
+        return it % self.train_cfg["save_interval"] == 0 or it == self.train_cfg["iters"]
+
     def _may_queue_next(self, it: int) -> bool:
         """May iteration it + 1 be queued before iteration `it` (1-based) is read? Only where nothing the next
         step needs depends on this one's values: not fp16 (the loss scale and the LR wait for the overflow
         check), and not where `it` is evaluated, saved or last (those must see exactly its weights)."""
-        tc = self.train_cfg
-        return (self.precision != "fp16" and it < tc["iters"] and it % tc["save_interval"] != 0
-                and not (self.valid_source is not None and it % tc["eval_interval"] == 0))
+        return (self.precision != "fp16" and it < self.train_cfg["iters"] and not self._evaluates(it)
+                and not self._saves(it))
 
     def save(self) -> Path | None:
         st = self.state
@@ -436,7 +444,7 @@ class Trainer:
         """After an iteration is read: valid loss and checkpoint when due, its metrics line."""
         tc = self.train_cfg
         it = self.state.iteration
-        if self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"]):
+        if self._evaluates(it):
             losses = {name: evaluate(self.loss_fn, src, tc["eval_iters"], self.device, self.tp)
                       for name, src in self.valid_source.items()}
             w = {name: self.valid_weights.get(name, 1.0) for name in losses}
@@ -446,7 +454,7 @@ class Trainer:
                 record["valid_loss_by_corpus"] = losses
         if self.metrics is not None:
             self.metrics.write(record)
-        if it % tc["save_interval"] == 0 or it == tc["iters"]:
+        if self._saves(it):
             self.save()
             self.last_saved = it
         return record

@@ -34,13 +34,14 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for s in range(0, h.shape[0], chunk):
             logits = (h[s:s + chunk].to(compute_dtype) @ w.T).float()  # (n, V)
-            total += _token_losses(logits, t[s:s + chunk]).mul(m[s:s + chunk]).sum()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (_token_losses(logits, lse, t[s:s + chunk]) * m[s:s + chunk]).sum()
     return total * inv_count
 
 
-def _token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """-log softmax(logits)[target] per row: (n, V) fp32, (n,) -> (n,)."""
-    return torch.logsumexp(logits, dim=-1) - logits.gather(1, targets[:, None]).squeeze(1)
+def _token_losses(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[target] per row, given the rows' logsumexp: (n, V) fp32, (n,), (n,) -> (n,)."""
+    return lse - logits.gather(1, targets[:, None]).squeeze(1)
 
 
 def _grad_logits(logits: torch.Tensor, lse: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 hs, ts, ms = h[s:s + chunk].to(compute_dtype), t[s:s + chunk], m[s:s + chunk]
                 logits = (hs @ w.T).float()  # (n, V)
                 lse = torch.logsumexp(logits, dim=-1)  # (n,)
-                total += ((lse - logits.gather(1, ts[:, None]).squeeze(1)) * ms).sum()
+                total += (_token_losses(logits, lse, ts) * ms).sum()
                 g = _grad_logits(logits, lse, ts, ms).to(compute_dtype)
                 grad_h[s:s + chunk] = g @ w  # (n, C)
                 grad_w += (g.T @ hs).float()  # (V, C)

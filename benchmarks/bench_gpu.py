@@ -9,7 +9,8 @@ Default rows (in this order, so a run cut short still reports the headline):
   eager and compiled, batch 32.
 Extra rows, run only when `--only` names them: other torch.compile modes (max-autotune searches matmul
 kernels and takes minutes to compile; reduce-overhead adds CUDA graphs), flash attention instead of cuDNN,
-and `loss-chunk` (train.loss_chunk: the output layer and loss by chunks, no (B, T, V) logits).
+`loss-chunk` (train.loss_chunk: the output layer and loss by chunks, no (B, T, V) logits), and `cdt` (Inductor's
+coordinate-descent tuning of its own Triton kernels' launch configs: the memory-bound half of the step).
 Each row's tokens/s is the median step over `--steps` steps after warm-up (and compilation).
 
     python benchmarks/bench_gpu.py                 # on a GPU machine (benchmarks/gpu.sh wraps it)
@@ -20,6 +21,7 @@ Each row's tokens/s is the median step over `--steps` steps after warm-up (and c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -150,6 +152,14 @@ def loss_chunk_of(name: str, smoke: bool) -> int:
     return 0 if not found else 16 if smoke else int(found.group(1))
 
 
+def inductor_options(name: str) -> contextlib.AbstractContextManager:
+    """Inductor settings a row name asks for: " cdt" turns on coordinate-descent tuning of the launch configs
+    of Inductor's own kernels (LayerNorm, GELU, cross-entropy: the memory-bound half of the step)."""
+    if " cdt" in name:
+        return torch._inductor.config.patch(coordinate_descent_tuning=True)
+    return contextlib.nullcontext()
+
+
 def plain_row(seq: int, mb: int, precision: str, compiled: bool | str, steps: int, warmup: int,
               smoke: bool) -> dict:
     """nanoGPT's loop: model + loss (compiled), backward, clip_grad_norm_, fused AdamW; no syncs but one."""
@@ -226,7 +236,9 @@ def main() -> None:
              ("trainer seq1024 b16 bf16 eager loss-chunk2048", "trainer", *big, "bf16", False, False),
              ("trainer seq1024 b16 bf16 compile loss-chunk2048", "trainer", *big, "bf16", True, False),
              ("trainer seq1024 b16 bf16 compile loss-chunk4096", "trainer", *big, "bf16", True, False),
-             ("trainer seq1024 b32 bf16 compile loss-chunk4096", "trainer", *b32, "bf16", True, False)]
+             ("trainer seq1024 b32 bf16 compile loss-chunk4096", "trainer", *b32, "bf16", True, False),
+             ("trainer seq1024 b16 bf16 compile cdt", "trainer", *big, "bf16", True, False),
+             ("trainer seq1024 b32 bf16 max-autotune cdt", "trainer", *b32, "bf16", "max-autotune", False)]
     if args.only:
         rows = [r for r in rows + extra if any(k.strip() in r[0] for k in args.only.split(","))]
     if smoke:
@@ -247,11 +259,12 @@ def main() -> None:
             torch._dynamo.reset()  # each row compiles its own static-shape graph (the disk cache still helps)
             if not smoke:  # torch's default attention backend on Hopper is cuDNN; the last row tries flash
                 torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
-            if kind == "trainer":
-                r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
-                                loss_chunk=loss_chunk_of(name, smoke))
-            else:
-                r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
+            with inductor_options(name):  # compilation happens inside the row's first steps
+                if kind == "trainer":
+                    r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup,
+                                    smoke, loss_chunk=loss_chunk_of(name, smoke))
+                else:
+                    r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
             peak = peak_flops(r["device"], precision)
             mfu = flops_per_token(r["cfg"], seq) * r["tokens_per_s"] / peak if peak else None
             mem = torch.cuda.max_memory_allocated() / 2**30 if not smoke else 0.0
@@ -274,8 +287,9 @@ def main() -> None:
             torch._dynamo.reset()
             if not smoke:
                 torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
-            trainer_row(manifest, tmp / "profiled", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
-                        profile=True, loss_chunk=loss_chunk_of(name, smoke))
+            with inductor_options(name):
+                trainer_row(manifest, tmp / "profiled", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
+                            profile=True, loss_chunk=loss_chunk_of(name, smoke))
     for mode in ("compile", "eager", "max-autotune"):
         a, b = f"trainer seq1024 b16 bf16 {mode}", f"plain   seq1024 b16 bf16 {mode}"
         if a in results and b in results:

@@ -105,3 +105,16 @@ def test_gpu_benchmark_verdict_names_the_best_trainer_row() -> None:
     assert mfu_verdict(results) == "best trainer MFU: 39.1% (trainer seq1024 b32 bf16 compile); goal >= 45%: NOT met"
     assert mfu_verdict({"trainer seq1024 b16 bf16 compile": {"mfu": 0.46}}).endswith("goal >= 45%: met")
     assert "none measured" in mfu_verdict({"trainer seq1024 b16 bf16 eager": {"mfu": None}})
+
+
+def test_gpu_benchmark_cdt_rows_turn_on_coordinate_descent_tuning_for_that_row_only() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import torch._inductor.config as inductor_config
+    from bench_gpu import inductor_options
+
+    before = inductor_config.coordinate_descent_tuning
+    with inductor_options("trainer seq1024 b16 bf16 compile cdt"):
+        assert inductor_config.coordinate_descent_tuning is True
+    assert inductor_config.coordinate_descent_tuning == before
+    with inductor_options("trainer seq1024 b16 bf16 compile"):
+        assert inductor_config.coordinate_descent_tuning == before

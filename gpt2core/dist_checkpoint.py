@@ -13,7 +13,6 @@ directory under a final name is always complete; a rank killed mid-save leaves o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -34,10 +33,11 @@ from torch.distributed.checkpoint.state_dict import (
 
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
+from gpt2core.fsutil import replace_dir
 from gpt2core.training.checkpoint import (
     FORMAT,
     check_compatible,
-    list_checkpoints,
+    prune_checkpoints,
     read_meta,
     rng_state,
     set_rng_state,
@@ -95,11 +95,8 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
         full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
         integrity.write_checksums(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old)
+        replace_dir(tmp, final)
+        prune_checkpoints(root, step, keep_last)
     _barrier()
     return final
 
@@ -143,8 +140,7 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
         set_model_state_dict(model, model_sd, options=opts)
-    rng_file = ckpt / "rng" / f"rank_{_rank():05d}.pt"
-    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+    _load_rng(ckpt)
     return meta
 
 
@@ -236,11 +232,17 @@ def load_resharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Op
                     _fill(holder[key], _relayout(name, tensor, tp_old, tp, padded_new))
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                    options=StateDictOptions(strict=False))
-    rng_dir = ckpt / "rng"
-    rng_file = rng_dir / f"rank_{_rank():05d}.pt"
-    set_rng_state(torch.load(rng_file if rng_file.is_file() else rng_dir / "rank_00000.pt", map_location="cpu",
-                             weights_only=True))
+    _load_rng(ckpt)
     return meta
+
+
+def _load_rng(ckpt: Path) -> None:
+    """This rank's saved RNG state; a rank the saving run did not have (more ranks now, at any tp) takes
+    rank 0's: the layout changed, so the run cannot be bitwise the uninterrupted one anyway."""
+    rng_file = ckpt / "rng" / f"rank_{_rank():05d}.pt"
+    if not rng_file.is_file():
+        rng_file = ckpt / "rng" / "rank_00000.pt"
+    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
 
 
 def _reason(exc: BaseException) -> str:

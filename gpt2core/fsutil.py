@@ -29,13 +29,17 @@ def pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(final: Path) -> None:
     """Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` left beside `final` by a writer that was killed
-    (SIGKILL, OOM, power) before its rename: otherwise every crash leaves a partial copy on disk for good."""
+    (SIGKILL, OOM, power) before its rename: otherwise every crash leaves a partial copy on disk for good.
+    An `.old-<pid>` with no `final` beside it is the previous good copy of a writer killed between its two
+    renames (replace_dir): it is put back, not deleted."""
     for kind in ("tmp", "old"):
         for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
             suffix = stale.name.rsplit("-", 1)[1]
             if not suffix.isdigit() or int(suffix) == os.getpid() or pid_alive(int(suffix)):
                 continue
-            if stale.is_dir() and not stale.is_symlink():
+            if kind == "old" and not final.exists() and not final.is_symlink():
+                os.replace(stale, final)
+            elif stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
@@ -68,16 +72,22 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put the finished directory `tmp` under the name `final`. An existing `final` is renamed aside first
+    and deleted only after the new one is in place (a directory cannot be replaced by one rename)."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
 
 
 def write_text_atomic(final: str | Path, text: str) -> None:

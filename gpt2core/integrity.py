@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import pid_alive, sha256_file, write_text_atomic
+from gpt2core.training.run_lock import lock_holder
 
 CHECKSUMS = "checksums.json"
 FORMAT = 1
@@ -118,10 +119,11 @@ def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
 
 
 def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
-                      warn: Callable[[str], None] = print) -> bool:
+                      warn: Callable[[str], None] = print, runs: Iterable[str | Path] = ()) -> bool:
     """Remove .snakemake/locks/* when the recorded owner is gone from this host; True if removed.
     Unknown owner, another host, a live owner, or locks newer than the owner record: leave them for
-    Snakemake to refuse on (its message says `snakemake --unlock`)."""
+    Snakemake to refuse on (its message says `snakemake --unlock`). So is a dead owner whose trainer still
+    runs on one of `runs` (checkpoint directories): SIGKILL to Snakemake alone leaves its jobs running."""
     snakemake_dir = Path(snakemake_dir)
     locks = snakemake_dir / "locks"
     lock_files = sorted(p for p in locks.glob("*.lock") if p.is_file()) if locks.is_dir() else []
@@ -139,6 +141,12 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
         return False  # another host, or locks taken after the owner was noted (a run not yet at onstart)
     if pid_alive(pid) and (start is None or _start_time(pid) in (None, start)):
         return False
+    for run in runs:
+        trainer = lock_holder(run)
+        if trainer is not None:
+            warn(f"warning: the Snakemake that locked {locks} (pid {pid}) was killed, but its trainer (pid "
+                 f"{trainer}) still trains {run}: wait for it to end or stop it, then rerun")
+            return False
     for lock in lock_files:
         lock.unlink(missing_ok=True)
     (snakemake_dir / OWNER).unlink(missing_ok=True)

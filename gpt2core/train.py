@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import resource
 import shutil
 import sys
@@ -64,6 +65,7 @@ from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
+from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -253,7 +255,9 @@ class Trainer:
         self.tokens_per_iter = (train_cfg["micro_batch"] * train_cfg["grad_accum"] * self.seq_len
                                 * self.dp_size)
         self.flops_per_iter = flops_per_token(self.cfg, self.seq_len) * self.tokens_per_iter
-        self.peak = peak_flops(self.device, self.precision)
+        # all devices' peak: flops_per_iter counts every dp rank's tokens, and tp splits each token's work
+        device_peak = peak_flops(self.device, self.precision)
+        self.peak = device_peak * self.env.world_size if device_peak else None
         self.state = State()
         self._prefetched: dict[int, list[Batch]] = {}
         self._last_finish = 0.0  # when the last iteration was read (an early-queued one's time starts there)
@@ -277,14 +281,15 @@ class Trainer:
         """Decide fresh vs resume (see the module docstring); return the iteration to start from."""
         root = self.paths.checkpoints
         finished = root / ckpt.FINISHED
+        had_finished = finished.exists()
         found = ckpt.list_checkpoints(root)
-        if finished.exists() or not found:
-            latest = found[-1] if found else None
-        else:  # resuming: the newest checkpoint that verifies, with a warning about newer damaged ones
+        latest = None
+        if found and not had_finished:  # resuming: the newest checkpoint that verifies (warns about newer damaged)
             latest = integrity.newest_intact(found, self.log)
-        if finished.exists() or latest is None:
+        barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
+        if had_finished or latest is None:
             if self.env.is_main and root.exists():
-                if finished.exists():
+                if had_finished:
                     self.log(f"previous run in {root} had finished: training again from step 0")
                 for old in ckpt.list_checkpoints(root):
                     shutil.rmtree(old)
@@ -296,6 +301,10 @@ class Trainer:
         if meta.get("tokenizer_sha256") != self.meta_base["tokenizer_sha256"]:
             raise WikiGPTError(f"{latest}: made with another tokenizer than {self.paths.manifest} names; "
                                f"remove {root} to train from scratch")
+        for key, what in (("seq_len", "model.seq_len"), ("data_seed", "data.seed")):  # both decide the windows
+            if key in meta and meta[key] != self.meta_base[key]:
+                raise WikiGPTError(f"{latest}: made with {what} {meta[key]}, the config asks for "
+                                   f"{self.meta_base[key]}; remove {root} to train from scratch")
         changed = sorted(k for k, v in self.train_cfg.items() if meta["train_config"].get(k) != v)
         if changed:
             self.log(f"warning: train config changed since {latest.name}: {', '.join(changed)}")
@@ -504,9 +513,12 @@ class Trainer:
             self.metrics.close()
             with atomic_path(self.paths.metrics) as tmp:
                 shutil.copyfile(self.paths.checkpoints / "metrics.jsonl", tmp)
-            write_text_atomic(self.paths.checkpoints / ckpt.FINISHED, json.dumps(summary) + "\n")
             write_text_atomic(self.paths.done, json.dumps(summary, indent=2) + "\n")
         barrier()
+        # Last: a run that dies before this line resumes at its final checkpoint and only rewrites the
+        # outputs; one that finds the marker starts again from step 0 (a forced rerun of a finished run).
+        if self.env.is_main:
+            write_text_atomic(self.paths.checkpoints / ckpt.FINISHED, json.dumps(summary) + "\n")
         return summary
 
 
@@ -537,11 +549,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def run() -> None:
         paths = RunPaths(args.manifest, args.checkpoints, args.done, args.metrics)
-        trainer = Trainer(_json_arg(args.model, "model"), _json_arg(args.train, "train"), args.data_seed, paths)
-        try:
-            trainer.run()
-        finally:
-            shutdown()
+        # the global rank 0 holds the run's lock (torchrun stops the other ranks when it fails to get it)
+        lock = hold_run_lock(args.checkpoints) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+        with lock:
+            trainer = Trainer(_json_arg(args.model, "model"), _json_arg(args.train, "train"), args.data_seed,
+                              paths)
+            try:
+                trainer.run()
+            finally:
+                shutdown()
 
     run_cli(run)
 

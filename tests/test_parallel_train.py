@@ -22,6 +22,8 @@ from test_train_helpers import tiny_sections, write_manifest
 from test_train_workflow import workflow_config
 
 from gpt2core.merge import merged_checkpoint
+from gpt2core.train import model_config
+from gpt2core.training.flops import flops_per_token
 from gpt2core.training.metrics import read_metrics
 
 pytestmark = pytest.mark.e2e
@@ -41,8 +43,12 @@ def command(workdir: Path, run: str, nproc: int, launch: tuple[str, ...] = ("--s
             "--metrics", f"{run}/metrics.jsonl"]
 
 
+PEAK_TFLOPS = 0.01  # a made-up per-device peak, so CPU runs report an MFU
+
+
 def env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                WIKIGPT_PEAK_TFLOPS=str(PEAK_TFLOPS))
 
 
 def train(workdir: Path, run: str, nproc: int = 1, **tc: object) -> None:
@@ -98,6 +104,12 @@ def test_trainer_sequence_parallel_matches_tp1(work: Path) -> None:
 def test_trainer_dp2_matches_dp1_at_the_same_global_batch(work: Path) -> None:
     train(work, "dp2", nproc=2, dp=2)  # 2 ranks x micro_batch 4 = 1 rank x micro_batch 4 x grad_accum 2
     assert_same(work, "tp1_accum2", "dp2")
+    # MFU is against both devices' peak: the global batch's FLOPs ran on two of them
+    cfg = model_config(tiny_sections()[0] | {"n_layer": 2, "n_head": 4, "n_embd": 64, "seq_len": 32,
+                                             "n_positions": 32}, 300)
+    for m in read_metrics(work / "dp2" / "metrics.jsonl"):
+        expected = flops_per_token(cfg, 32) * m["tokens_per_s"] / (2 * PEAK_TFLOPS * 1e12)
+        assert m["mfu"] == pytest.approx(expected, abs=1e-4), m
 
 
 def test_trainer_dp2_with_loss_chunk_matches_dp1(work: Path) -> None:
@@ -169,6 +181,26 @@ def test_resume_under_another_tp(work: Path) -> None:
     shutil.copy(work / "checkpoints/tp2/metrics.jsonl", work / "checkpoints/reshard/metrics.jsonl")
     train(work, "reshard", nproc=1)
     assert_same(work, "tp1", "reshard")
+
+
+def test_resume_with_more_data_parallel_ranks(work: Path) -> None:
+    """A dp=2 run's step-5 checkpoint continued by dp=3 at the same tp: DCP reshards the FSDP2 shards, and
+    rank 2, which the saving run did not have, takes rank 0's RNG state instead of failing on a missing file."""
+    import shutil
+
+    if not (work / "checkpoints/dp2/step_0000005").exists():
+        train(work, "dp2", nproc=2, dp=2)
+    (work / "checkpoints" / "dp3").mkdir(parents=True)
+    shutil.copytree(work / "checkpoints/dp2/step_0000005", work / "checkpoints/dp3/step_0000005")
+    shutil.copy(work / "checkpoints/dp2/metrics.jsonl", work / "checkpoints/dp3/metrics.jsonl")
+    proc = subprocess.run(command(work, "dp3", 3, dp=3), cwd=work, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resuming from" in proc.stderr and "train config changed since step_0000005: dp" in proc.stderr
+    before, after = read_metrics(work / "dp2/metrics.jsonl"), read_metrics(work / "dp3/metrics.jsonl")
+    assert [m["step"] for m in after] == list(range(1, ITERS + 1))
+    assert after[:5] == before[:5]
+    assert all(m["tokens"] - p["tokens"] == 3 * 4 * 32 for p, m in zip(after[4:], after[5:], strict=False))
 
 
 def test_workflow_tp2_merges_to_one_hf_model(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from gpt2core.training.schedule import lr_at, warmup_iters
 TIMING = {"tokens_per_s", "mfu", "mem_mb", "step_time_s"}
 
 
-def make_trainer(tmp_path: Path, run: str = "run", model: dict | None = None, **train: object) -> Trainer:
+def make_trainer(tmp_path: Path, run: str = "run", model: dict | None = None, data_seed: int = 1234,
+                 **train: object) -> Trainer:
     manifest = tmp_path / "manifest.json"
     if not manifest.exists():
         write_manifest(tmp_path)
@@ -33,7 +34,7 @@ def make_trainer(tmp_path: Path, run: str = "run", model: dict | None = None, **
     mc.update(model or {})
     paths = RunPaths(manifest, tmp_path / "checkpoints" / run, tmp_path / run / "done.json",
                      tmp_path / run / "metrics.jsonl")
-    return Trainer(mc, tc, 1234, paths)
+    return Trainer(mc, tc, data_seed, paths)
 
 
 def steps(trainer: Trainer, n: int) -> list[dict]:
@@ -308,3 +309,76 @@ def test_clip_folded_into_the_fused_adamw_equals_clipping_the_gradients_first() 
         assert (max_norm < norm.item()) == (max_norm == 0.05)  # one clipped step, one not
         for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
             torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def damage(step_dir: Path) -> None:
+    with (step_dir / "model.safetensors").open("ab") as f:
+        f.write(b"\0")
+
+
+def test_pruning_after_a_fallback_past_damaged_checkpoints_keeps_the_new_one(tmp_path: Path) -> None:
+    """keep_last counts back from the checkpoint just written: newer damaged ones do not push it (and every
+    intact one) out."""
+    first = make_trainer(tmp_path, iters=40, save_interval=10)
+    first.start()
+    steps_done = [first.iteration() for _ in range(30)]
+    first.metrics.close()
+    assert len(steps_done) == 30
+    root = first.paths.checkpoints
+    for step in (20, 30):
+        damage(ckpt.step_dir(root, step))
+    again = make_trainer(tmp_path, iters=40, save_interval=10, keep_last=1)
+    assert again.start() == 10
+    for _ in range(10):
+        again.iteration()  # saves step 20 over the damaged one, then prunes
+    again.metrics.close()
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_0000020", "step_0000030"]
+    resumed = make_trainer(tmp_path, iters=40, save_interval=10, keep_last=1)
+    assert resumed.start() == 20  # past the damaged 30, to the intact one just written
+    resumed.metrics.close()
+
+
+def test_a_run_that_dies_writing_its_outputs_resumes_at_the_end_instead_of_retraining(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finished marker is written last: a run killed before it (here: done.json cannot be written) is
+    not mistaken for a finished one, which a rerun would train again from step 0 after deleting its
+    checkpoints."""
+    import gpt2core.train as train_module
+
+    trainer = make_trainer(tmp_path, iters=10, save_interval=5)
+    real_write = train_module.write_text_atomic
+
+    def failing_write(path: Path, text: str) -> None:
+        if Path(path) == trainer.paths.done:
+            raise OSError("disk full")
+        real_write(path, text)
+
+    monkeypatch.setattr(train_module, "write_text_atomic", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.run()
+    monkeypatch.undo()
+    assert not (trainer.paths.checkpoints / ckpt.FINISHED).exists()
+    rerun = make_trainer(tmp_path, iters=10, save_interval=5)
+    summary = rerun.run()
+    assert summary["iterations"] == 10 and rerun.last_saved == 10  # resumed at the end: nothing retrained
+    assert [p.name for p in ckpt.list_checkpoints(rerun.paths.checkpoints)] == ["step_0000005", "step_0000010"]
+    assert [m["step"] for m in read_metrics(rerun.paths.metrics)] == list(range(1, 11))
+    assert (rerun.paths.checkpoints / ckpt.FINISHED).exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"model": {"seq_len": 16}}, "made with model.seq_len 32, the config asks for 16"),
+    ({"data_seed": 999}, "made with data.seed 1234, the config asks for 999"),
+])
+def test_resuming_with_another_seq_len_or_data_seed_is_a_clear_error(tmp_path: Path, change: dict,
+                                                                       message: str) -> None:
+    """Both decide which windows the data loader reads: a resume under another one would silently train on
+    other batches than the run it continues."""
+    trainer = make_trainer(tmp_path)
+    trainer.start()
+    steps(trainer, 2)
+    saved = trainer.save()
+    trainer.metrics.close()
+    other = make_trainer(tmp_path, **change)
+    with pytest.raises(WikiGPTError, match=f"{saved}: {message}; remove .* to train from scratch"):
+        other.start()

@@ -77,9 +77,19 @@ def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: to
         full_meta = {"format": FORMAT, "step": step, **meta}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
         integrity.write_checksums(tmp)
-    for old in list_checkpoints(root)[:-keep_last]:
-        shutil.rmtree(old)
+    prune_checkpoints(root, step, keep_last)
     return final
+
+
+def prune_checkpoints(root: str | Path, newest: int, keep_last: int) -> None:
+    """Keep the checkpoint just written (step `newest`) and the keep_last - 1 before it; delete older ones.
+
+    Why not "the keep_last highest steps": after a resume fell back past damaged newer checkpoints, the one
+    just written has a lower step than they do, and counting them would delete it and every intact one.
+    Newer (damaged) directories are left alone: training overwrites them when it reaches their step."""
+    older = [p for p in list_checkpoints(root) if int(p.name[5:]) < newest]
+    for old in older[:max(0, len(older) - (keep_last - 1))]:
+        shutil.rmtree(old)
 
 
 def read_meta(ckpt: str | Path) -> dict:

@@ -1,0 +1,84 @@
+"""One trainer per run directory: a second `python -m gpt2core.train` on the same checkpoints is a one-line
+error naming the first one's pid, and the stale-lock check keeps Snakemake's lock while the killed
+Snakemake's trainer still runs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_train_helpers import tiny_sections, write_manifest
+
+from gpt2core import integrity
+from gpt2core.errors import WikiGPTError
+from gpt2core.training.run_lock import LOCK_NAME, hold_run_lock, lock_holder
+
+HOLD = """
+import sys, time
+from gpt2core.training.run_lock import hold_run_lock
+with hold_run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def holder(tmp_path: Path):
+    """Another process holding the run lock on tmp_path/run."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_second_holder_is_refused_naming_the_first(tmp_path: Path, holder: subprocess.Popen) -> None:
+    assert lock_holder(tmp_path / "run") == str(holder.pid)
+    with pytest.raises(WikiGPTError, match=rf"{tmp_path / 'run'}: another trainer \(pid {holder.pid}\) is training"):
+        with hold_run_lock(tmp_path / "run"):
+            pass
+    holder.kill()
+    holder.wait()
+    assert lock_holder(tmp_path / "run") is None  # released by the kernel when its holder died
+    with hold_run_lock(tmp_path / "run"):
+        assert (tmp_path / "run" / LOCK_NAME).read_text().strip() != str(holder.pid)
+
+
+def test_no_lock_file_means_no_holder(tmp_path: Path) -> None:
+    assert lock_holder(tmp_path / "nothing") is None
+
+
+def test_stale_snakemake_lock_is_kept_while_its_trainer_runs(tmp_path: Path, holder: subprocess.Popen) -> None:
+    sm = tmp_path / ".snakemake"
+    (sm / "locks").mkdir(parents=True)
+    (sm / "locks" / "0.output.lock").write_text("results/x\n")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    time.sleep(0.01)
+    (sm / integrity.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                                                  "start": None}))
+    said: list[str] = []
+    assert not integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"])
+    assert (sm / "locks" / "0.output.lock").exists()
+    assert f"its trainer (pid {holder.pid}) still trains" in said[0]
+    holder.kill()
+    holder.wait()
+    assert integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"])  # now provably stale
+
+
+def test_the_trainer_cli_refuses_a_run_another_trainer_holds(tmp_path: Path, holder: subprocess.Popen) -> None:
+    write_manifest(tmp_path)
+    model, train = tiny_sections()
+    proc = subprocess.run([sys.executable, "-m", "gpt2core.train", "--manifest", str(tmp_path / "manifest.json"),
+                           "--model", json.dumps(model), "--train", json.dumps(train),
+                           "--checkpoints", str(tmp_path / "run"), "--done", str(tmp_path / "done.json"),
+                           "--metrics", str(tmp_path / "metrics.jsonl")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'run'}: another trainer (pid {holder.pid}) is training this run; wait for it to end "
+        "or stop it, then rerun")
+    assert not (tmp_path / "done.json").exists()

@@ -59,7 +59,8 @@ def expand_sources(cfg):
 expand_sources(config)
 CORPORA = {c["name"]: c for c in config["corpora"]}
 if len(CORPORA) != len(config["corpora"]):
-    raise ValueError("config: corpora names must be unique")
+    _names = [c["name"] for c in config["corpora"]]
+    fail(f"config: two corpora are named {next(n for n in _names if _names.count(n) > 1)!r} (names must be unique)")
 
 SCRIPTS = "../workflow/scripts"
 RESULTS = "results"
@@ -74,8 +75,23 @@ def source_name(source):
     path = urlparse(source["url"]).path if "://" in source["url"] else source["url"]
     name = PurePosixPath(path).name
     if not name or name in (".", ".."):
-        raise ValueError(f"config: cannot take a file name from url {source['url']!r}")
+        fail(f"config: cannot take a file name from url {source['url']!r}")
     return name
+
+
+def check_part_names():
+    """A corpus's parts are named by their files' names: two sources stored under one name would make one
+    part read twice and the other never."""
+    for corpus in config["corpora"]:
+        names = [source_name(s) for s in corpus["sources"]]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            urls = [s["url"] for s in corpus["sources"] if source_name(s) == dup]
+            fail(f"config: corpus {corpus['name']!r} has two sources named {dup} ({urls[0]}, {urls[1]}): "
+                 "file names name a corpus's parts; rename one, or put them in two corpora")
+
+
+check_part_names()
 
 
 def _register_downloads():
@@ -88,7 +104,7 @@ def _register_downloads():
     if tok["kind"] == "gpt2":
         for key in ("encoder", "vocab"):
             if key not in tok:
-                raise ValueError(f"config: tokenizer.kind gpt2 needs tokenizer.{key}.url")
+                fail(f"config: tokenizer.kind gpt2 needs tokenizer.{key}.url")
             table[f"tokenizer/{source_name(tok[key])}"] = tok[key]
     for key in ("wiki103", "lambada"):
         source = config["eval"][key].get("source")
@@ -153,7 +169,7 @@ def all_targets():
 # still refused.
 from gpt2core.integrity import clear_stale_locks, record_lock_owner
 
-clear_stale_locks(".snakemake", warn=lambda message: print(message, file=sys.stderr))
+clear_stale_locks(".snakemake", warn=lambda message: print(message, file=sys.stderr), runs=[CHECKPOINTS])
 
 
 onstart:

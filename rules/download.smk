@@ -2,8 +2,23 @@
 # `key` is a key of DOWNLOADS (common.smk): "<corpus>/<file>", "tokenizer/<file>", "eval/<name>/<file>".
 import re as _re
 
+from gpt2core.data.download import is_remote, local_path
+
+
+def copied_local_file(wildcards):
+    """A local source that is copied is this rule's input, so editing it reruns the copy and what follows.
+    Not for remote sources, nor for `link: true` (Snakemake already dates the link by its file), nor for a
+    missing file (the download names it in one line)."""
+    source = DOWNLOADS[wildcards.key]
+    if is_remote(source["url"]) or source.get("link"):
+        return []
+    path = local_path(source["url"])
+    return [str(path)] if path.is_file() else []
+
 
 rule download:
+    input:
+        copied_local_file,
     output:
         f"{DATA}/downloads/{{key}}",
     wildcard_constraints:

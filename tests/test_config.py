@@ -113,3 +113,26 @@ def test_one_gpu_overlay_changes_only_training_settings_on_top_of_a_base(tmp_pat
         ("bf16", True, 16, 6.0e-4, 0.95)
     assert train["threads"] == 3  # from the base
     assert "checkpoints/gpt2-small-1gpu" in line
+
+
+@pytest.mark.parametrize("case", ["same file name", "same corpus name", "url without a file name"])
+def test_ambiguous_names_are_one_line_errors_before_any_job(tmp_path: Path, case: str) -> None:
+    """Parts are named by file name and corpora by name: two sources stored as one name would read one part
+    twice and the other never, so that (and the other naming errors) stops the run in one line."""
+    config = tiny_config()
+    corpus = config["corpora"][0]
+    if case == "same file name":
+        corpus["sources"] = [{"url": str(tmp_path / d / "docs.jsonl")} for d in ("a", "b")]
+        expect = (f"error: config: corpus 'samplewiki' has two sources named docs.jsonl ({tmp_path}/a/docs.jsonl, "
+                  f"{tmp_path}/b/docs.jsonl)")
+    elif case == "same corpus name":
+        config["corpora"].append(dict(corpus))
+        expect = "error: config: two corpora are named 'samplewiki' (names must be unique)"
+    else:
+        corpus["sources"] = [{"url": "https://example.org/"}]
+        expect = "error: config: cannot take a file name from url 'https://example.org/'"
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert expect in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3, proc.stderr

@@ -194,3 +194,23 @@ def test_a_remote_dump_glob_builds_the_dag_offline_after_the_first_run(tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     plan = proc.stdout + proc.stderr
     assert "rule extract" in plan and f"output: data/downloads/samplewiki/{name}" not in plan, plan[-2000:]
+
+
+def test_editing_a_copied_local_source_reruns_its_download_onward(tmp_path):
+    """A local source is copied into data/downloads: the copy is the download rule's output and the source
+    its input, so an edited source (e.g. the sample rebuilt after an edit) is copied again and flows on.
+    (Snakemake 9 compares contents: a newer time alone reruns nothing, an edit does.)"""
+    src = tmp_path / "src" / "wiki.test.tokens"
+    src.parent.mkdir()
+    shutil.copy(SAMPLE / "wiki.test.tokens", src)
+    config = tiny_config()
+    config["eval"]["wiki103"]["source"] = {"url": str(src)}
+    work = tmp_path / "w"
+    work.mkdir()
+    write_config(work, config)
+    target = "data/eval/wiki103_titles.txt"
+    run_snakemake(work, target)
+    with src.open("a", encoding="utf-8") as f:
+        f.write(" = An Edited Title = \n\n A line . \n")
+    assert rules_run(run_snakemake(work, target)) == {"download": 1, "eval_titles": 1}
+    assert "An Edited Title" in (work / target).read_text(encoding="utf-8")

@@ -112,6 +112,20 @@ def test_download_with_link_verifies_in_place_and_links_instead_of_copying(tmp_p
         download({"url": "http://example.org/a.jsonl", "link": True}, tmp_path / "out" / "c.jsonl")
 
 
+def test_a_link_left_by_a_killed_linked_download_is_never_written_through(tmp_path):
+    """A `link: true` download killed during its checksum leaves `.NAME.part` linking to the user's file; when
+    the source is switched to a copy, the copy replaces the link instead of truncating the user's file."""
+    src = tmp_path / "corpus.jsonl"
+    payload = b'{"text": "hello"}\n' * 100
+    src.write_bytes(payload)
+    dest = tmp_path / "out" / "corpus.jsonl"
+    dest.parent.mkdir()
+    dest.with_name(".corpus.jsonl.part").symlink_to(src)
+    download({"url": str(src)}, dest)
+    assert src.read_bytes() == payload
+    assert not dest.is_symlink() and dest.read_bytes() == payload
+
+
 def test_link_carries_to_every_file_of_a_local_folder_and_a_remote_link_fails_at_parse_time(tmp_path):
     from gpt2core.data.download import expand_source
 

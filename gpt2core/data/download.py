@@ -183,6 +183,8 @@ def download(source: dict, dest: str | Path) -> str | None:
 
 def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None, link: bool = False) -> str | None:
     part = dest.with_name(f".{dest.name}.part")
+    if part.is_symlink():  # left by a killed `link: true` download: a copy or fetch would write into its target
+        part.unlink()
     if link:
         _link_local(local_path(url), part)
     elif is_remote(url):

@@ -144,20 +144,31 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
     payload = b""
     cut_first = True
+    etag: str | None = None  # set: sent with every answer, and an If-Range naming another one gets it all
     requests: list[str | None] = []
 
     def do_GET(self):  # noqa: N802 (http.server naming)
         rng = self.headers.get("Range")
         if not self.path.endswith("sums.txt"):
             type(self).requests.append(rng)
+        if rng and self.headers.get("If-Range") not in (None, self.etag):
+            rng = None  # RFC 9110: the file changed, so the range is ignored
         data, status = self.payload, 200
         if self.path.endswith("sums.txt"):
             data = self.server.sums  # type: ignore[attr-defined]
         elif rng:
             start = int(rng.split("=")[1].rstrip("-"))
+            if start >= len(self.payload):  # as servers answer a range past the end
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(self.payload)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             data, status = self.payload[start:], 206
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
+        if self.etag:
+            self.send_header("ETag", self.etag)
         self.end_headers()
         if not rng and not self.path.endswith("sums.txt") and type(self).cut_first:
             type(self).cut_first = False
@@ -173,7 +184,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
 def test_download_http_resumes_with_range_and_checks_sums_file(tmp_path):
     payload = bytes(range(256)) * 8192
-    _RangeHandler.payload = payload
+    _RangeHandler.payload, _RangeHandler.cut_first = payload, True
     _RangeHandler.requests = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
     server.sums = f"{hashlib.sha1(payload).hexdigest()}  dump.bz2\n".encode()  # type: ignore[attr-defined]
@@ -186,6 +197,52 @@ def test_download_http_resumes_with_range_and_checks_sums_file(tmp_path):
     assert (tmp_path / "dump.bz2").read_bytes() == payload
     assert digest == f"sha1:{hashlib.sha1(payload).hexdigest()}"
     assert _RangeHandler.requests == [None, f"bytes={len(payload) // 2}-"]
+
+
+def test_a_whole_part_left_by_a_download_killed_while_verifying_is_not_fetched_again(tmp_path):
+    """The server answers 416 with the file's size to a range past the end: a part of exactly that size is
+    verified as it is (a 20 GB dump part is not fetched again); a longer, stale part is fetched afresh."""
+    payload = bytes(range(256)) * 64
+    _RangeHandler.payload, _RangeHandler.cut_first = payload, False
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/dump.bz2"
+    sha = hashlib.sha256(payload).hexdigest()
+    try:
+        for leftover, expect in ((payload, [f"bytes={len(payload)}-"]),
+                                 (payload + b"stale", [f"bytes={len(payload) + 5}-", None])):
+            _RangeHandler.requests = []
+            (tmp_path / ".dump.bz2.part").write_bytes(leftover)
+            (tmp_path / "dump.bz2").unlink(missing_ok=True)
+            assert download({"url": url, "sha256": sha}, tmp_path / "dump.bz2") == f"sha256:{sha}"
+            assert (tmp_path / "dump.bz2").read_bytes() == payload and _RangeHandler.requests == expect
+    finally:
+        server.shutdown()
+        _RangeHandler.cut_first = True
+
+
+def test_a_part_of_a_file_changed_on_the_server_is_fetched_whole_not_spliced(tmp_path):
+    """The ETag of the answer that started a part is kept beside it and sent as If-Range on resume: the same
+    file resumes (206), a changed one (a republished `latest` dump) comes back whole, even with no checksum."""
+    payload = bytes(range(256)) * 64
+    _RangeHandler.payload, _RangeHandler.etag, _RangeHandler.requests = payload, '"v2"', []
+    _RangeHandler.cut_first = True
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/dump.bz2"
+    try:
+        download({"url": url}, tmp_path / "a" / "dump.bz2")  # cut halfway, then resumed under the same ETag
+        assert _RangeHandler.requests == [None, f"bytes={len(payload) // 2}-"]
+        assert (tmp_path / "a" / "dump.bz2").read_bytes() == payload
+        assert [p.name for p in (tmp_path / "a").iterdir()] == ["dump.bz2"]  # validator gone with the part
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / ".dump.bz2.part").write_bytes(b"old version " * 100)
+        (tmp_path / "b" / ".dump.bz2.part.validator").write_text('"v1"\n')
+        download({"url": url}, tmp_path / "b" / "dump.bz2")
+        assert (tmp_path / "b" / "dump.bz2").read_bytes() == payload
+    finally:
+        server.shutdown()
+        _RangeHandler.etag, _RangeHandler.cut_first = None, True
 
 
 @pytest.fixture

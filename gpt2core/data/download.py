@@ -102,21 +102,52 @@ def _copy_local(src: Path, part: Path) -> None:
             bar.update(len(block))
 
 
+def _unsatisfiable_size(headers: object) -> int | None:
+    """The file size a 416 answer states (`Content-Range: bytes */N`), or None."""
+    value = headers.get("Content-Range", "") if headers is not None else ""
+    unit, _, size = value.partition(" */")
+    return int(size) if unit.strip() == "bytes" and size.strip().isdigit() else None
+
+
+def validator_path(part: Path) -> Path:
+    """Where the server's validator (ETag or Last-Modified) of a partial download is kept."""
+    return part.with_name(f"{part.name}.validator")
+
+
+def _validator(headers: object) -> str | None:
+    """What `If-Range` may carry: a strong ETag, else Last-Modified."""
+    etag = headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else headers.get("Last-Modified")
+
+
 def _fetch_http_once(url: str, part: Path) -> None:
-    """One attempt: resume from the bytes already in `part` if the server answers 206."""
+    """One attempt: resume from the bytes already in `part` if the server answers 206. With the validator
+    the server gave when `part` was started, the request says If-Range: a file changed on the server since
+    (a republished `latest` dump) comes back whole (200) instead of being spliced onto the old bytes."""
     have = part.stat().st_size if part.exists() else 0
+    saved = validator_path(part)
     request = urllib.request.Request(url, headers={"User-Agent": "wikigpt"})
     if have:
         request.add_header("Range", f"bytes={have}-")
+        if saved.is_file():
+            request.add_header("If-Range", saved.read_text(encoding="utf-8").strip())
     try:
         resp = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # nothing left to fetch, or a stale part: start over
-            part.unlink()
+        if exc.code == 416 and have:
+            if _unsatisfiable_size(exc.headers) == have:  # the part is whole (killed while being verified)
+                return None
+            part.unlink()  # a stale part longer than the file: start over
             return _fetch_http_once(url, part)
         raise
     with resp:
         resumed = have and resp.status == 206
+        if not resumed:  # a new part: note what identifies this version of the file
+            validator = _validator(resp.headers)
+            if validator:
+                saved.write_text(validator + "\n", encoding="utf-8")
+            else:
+                saved.unlink(missing_ok=True)
         mode = "ab" if resumed else "wb"
         start = have if resumed else 0
         length = resp.headers.get("Content-Length")
@@ -198,8 +229,10 @@ def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None, li
         got = file_digest(part, algo)  # through a link: the file itself
         if got != want:
             part.unlink()  # a link: only the link
+            validator_path(part).unlink(missing_ok=True)
             raise WikiGPTError(f"{url}: {algo} mismatch: expected {want}, got {got}")
     os.replace(part, dest)
+    validator_path(part).unlink(missing_ok=True)
     return f"{expected[0]}:{expected[1]}" if expected else None
 
 

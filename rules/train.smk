@@ -42,6 +42,9 @@ rule train:
         rdzv=config["train"]["rdzv_endpoint"],
         omp=_omp_threads,
     threads: config["train"]["threads"]
+    resources:
+        # what a cluster executor (profiles/slurm) asks for: one GPU per rank of this node when on CUDA
+        gpu=config["train"]["nproc_per_node"] if config["train"]["device"] == "cuda" else 0,
     log:
         "logs/train/train.log",
     benchmark:

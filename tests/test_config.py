@@ -136,3 +136,14 @@ def test_ambiguous_names_are_one_line_errors_before_any_job(tmp_path: Path, case
     assert proc.returncode != 0
     assert expect in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3, proc.stderr
+
+
+@pytest.mark.parametrize(("device", "gpus"), [("cuda", 2), ("auto", 0)])
+def test_train_asks_a_cluster_for_one_gpu_per_rank_on_cuda(tmp_path: Path, device: str, gpus: int) -> None:
+    """profiles/slurm takes train's GPU count from the rule's `gpu` resource, so it follows the preset."""
+    config = tiny_config()
+    config["train"].update(device=device, nproc_per_node=2, dp=2)
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", "results/train/done.json")
+    block = (proc.stdout + proc.stderr).split("rule train:", 1)[1].split("\n\n", 1)[0]
+    assert f"gpu={gpus}" in block, block

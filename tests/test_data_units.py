@@ -459,6 +459,23 @@ def test_trained_bpe_tiktoken_agrees_with_tokenizers(tmp_path):
         "Document 0 talks about bread, tea and rain.\nDocument 0 talks" in d for d in decoded)  # sentence-split
 
 
+def test_gather_refuses_shards_of_another_tokenizer_with_the_same_eod_id(tmp_path):
+    """Two trained BPEs share EOD id 0: the tokenizer's hash recorded in each shard's stats tells them apart."""
+    from gpt2core.data.manifest import gather
+
+    docs = [{"id": str(i), "title": str(i), "text": f"Document {i} talks about bread, tea and rain. " * 30}
+            for i in range(40)]
+    _write_jsonl(tmp_path / "p" / "AA" / "wiki_00", docs)
+    presplit_shard([("p", tmp_path / "p")], tmp_path / "s.parquet", 0, 1)
+    for name, size in (("a.json", 300), ("b.json", 320)):
+        assert train_bpe([[str(tmp_path / "s.parquet")]], tmp_path / name, size, 2, 10**6)["eod_id"] == 0
+    tokenize_shard(tmp_path / "s.parquet", tmp_path / "a.json", tmp_path / "c" / "00000", [1, 1, 1], 7)
+    gather([tmp_path / "c" / "00000"], tmp_path / "a.json", "uint16", tmp_path / "m.json")
+    with pytest.raises(WikiGPTError, match=r"c/00000/stats.json: made with another dtype or tokenizer than .*b.json"):
+        gather([tmp_path / "c" / "00000"], tmp_path / "b.json", "uint16", tmp_path / "m2.json")
+    assert not (tmp_path / "m2.json").exists()
+
+
 def test_uint16_refuses_a_large_vocabulary(gpt2_json, tmp_path):
     from gpt2core.data.shards import check_dtype
 

@@ -71,10 +71,14 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
         sections[name] = {"name": name, "kind": meta[name].get("kind"), "lang": meta[name].get("lang"),
                           "weight": float(meta[name].get("weight", 1.0)), "splits": _empty_splits(),
                           "dropped": Counter()}
+    tokenizer_sha = sha256_file(tokenizer_json)
     for folder in map(Path, shard_dirs):
         stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
-        if stats["dtype"] != dtype or stats["eod_id"] != encoder.eod_id:
-            raise WikiGPTError(f"{folder}/stats.json: made with another dtype or tokenizer; rerun tokenize")
+        # shards tokenized before their tokenizer's hash was recorded are checked by dtype and EOD id only
+        if (stats["dtype"] != dtype or stats["eod_id"] != encoder.eod_id
+                or stats.get("tokenizer_sha256", tokenizer_sha) != tokenizer_sha):
+            raise WikiGPTError(f"{folder}/stats.json: made with another dtype or tokenizer than {tokenizer_json}; "
+                               "rerun tokenize")
         name = folder.parent.name
         section = sections.setdefault(name, {"name": name, "kind": None, "lang": None, "weight": 1.0,
                                              "splits": _empty_splits(), "dropped": Counter()})
@@ -91,7 +95,7 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
             _add(section["splits"], s, dict(entry))
     for section in sections.values():
         section["dropped"] = dict(sorted(section["dropped"].items()))
-    tokenizer = {"path": _rel(tokenizer_json), "sha256": sha256_file(tokenizer_json),
+    tokenizer = {"path": _rel(tokenizer_json), "sha256": tokenizer_sha,
                  "vocab_size": encoder.vocab_size, "eod_id": encoder.eod_id}
     if tokenizer_stats is not None:
         heldout = json.loads(Path(tokenizer_stats).read_text(encoding="utf-8")).get("heldout")

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from gpt2core.data.encoder import Encoder, load_encoder
 from gpt2core.data.presplit import shard_stats
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import atomic_dir
+from gpt2core.fsutil import atomic_dir, sha256_file
 
 SPLITS = ("train", "valid", "test")
 DTYPES = {"uint16": ("H", np.dtype("<u2"), 1 << 16), "uint32": ("I", np.dtype("<u4"), 1 << 32)}
@@ -133,7 +133,8 @@ def tokenize_shard(parquet: str | Path, tokenizer_json: str | Path, outdir: str 
         for writer in writers:
             writer.close()
         stats = {"dtype": dtype, "encoder": encoder.backend, "eod_id": encoder.eod_id,
-                 "vocab_size": encoder.vocab_size, "presplit": presplit,
+                 "vocab_size": encoder.vocab_size, "tokenizer_sha256": sha256_file(tokenizer_json),
+                 "presplit": presplit,
                  "splits": {s: {"tokens": w.tokens, "documents": w.documents} for s, w in zip(SPLITS, writers, strict=True)}}
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n", encoding="utf-8")
     return stats

@@ -7,7 +7,9 @@ decision in training.loss_scale, training.checkpoint), so gpt2core.parallel plug
 Resume rules (checkpoints/<run>/ is not a Snakemake output, so it survives a killed job):
 - a step checkpoint and no `finished.json`: the last run was killed; resume from the newest checkpoint;
 - `finished.json` present: the last run completed and Snakemake asks for a new one (--forcerun, changed
-  params): start from step 0, removing the old run's checkpoints.
+  params): start from step 0, removing the old run's checkpoints; except when only train keys that cannot
+  change the weights changed (NON_WEIGHT_KEYS: log interval, checkpoint rotation, threads, launch layout)
+  and the model, data and tokenizer are the same: then the finished run is kept and its outputs rewritten.
 Everything the next step needs is in the checkpoint or a pure function of the step (data order, LR), so a
 resumed CPU fp32 run ends with bitwise the same weights as an uninterrupted one.
 """
@@ -35,7 +37,7 @@ from gpt2core import dist_checkpoint as dckpt
 from gpt2core import integrity
 from gpt2core.blend import blend_data
 from gpt2core.errors import WikiGPTError, run_cli
-from gpt2core.fsutil import atomic_path, write_text_atomic
+from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
 from gpt2core.loader import Batch, BatchSource, load_manifest
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
@@ -69,6 +71,9 @@ from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# train keys a finished run's weights do not depend on (the global batch is tp x dp x micro_batch x grad_accum)
+NON_WEIGHT_KEYS = frozenset({"log_interval", "keep_last", "save_interval", "threads", "nproc_per_node", "nnodes",
+                             "rdzv_endpoint"})
 
 
 @dataclass
@@ -230,6 +235,7 @@ class Trainer:
         self.data_seed = data_seed
         self.meta_base = {"model_config": self.cfg.to_dict(), "train_config": train_cfg,
                           "seq_len": self.seq_len, "data_seed": data_seed, "tokenizer_sha256": tok["sha256"],
+                          "manifest_sha256": sha256_file(paths.manifest),
                           "padded_vocab_size": self.cfg.padded_vocab_size, "tp": self.plan.tp,
                           "dp": self.plan.dp}
         self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
@@ -283,10 +289,14 @@ class Trainer:
         finished = root / ckpt.FINISHED
         had_finished = finished.exists()
         found = ckpt.list_checkpoints(root)
-        latest = None
+        latest, kept = None, None
         if found and not had_finished:  # resuming: the newest checkpoint that verifies (warns about newer damaged)
             latest = integrity.newest_intact(found, self.log)
+        elif found:
+            kept = self._finished_run_to_keep(found[-1])
         barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
+        if kept is not None:
+            return self._keep_finished(found[-1], *kept)
         if had_finished or latest is None:
             if self.env.is_main and root.exists():
                 if had_finished:
@@ -313,6 +323,38 @@ class Trainer:
         self.state = State(s["iteration"], s["lr_step"], s["tokens"], s["skipped"], s["wall_time"],
                            s["last_loss"], s["last_valid"])
         self.log(f"resuming from {latest} (iteration {self.state.iteration})")
+        self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
+        return self.state.iteration
+
+    def _finished_run_to_keep(self, final: Path) -> tuple[dict, list[str]] | None:
+        """(meta, changed keys) when the finished run's final checkpoint is what this config would train:
+        same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS, at least one of
+        which changed (an unchanged config is a --forcerun: train again). None otherwise."""
+        try:
+            integrity.verify_checksums(final)
+            meta = ckpt.read_meta(final)
+        except WikiGPTError:
+            return None
+        same_run = ("model_config", "seq_len", "data_seed", "tokenizer_sha256", "manifest_sha256")
+        if (meta.get("state", {}).get("iteration") != self.train_cfg["iters"]
+                or any(meta.get(k) != self.meta_base[k] for k in same_run)):
+            return None  # (the manifest's hash covers every shard's: the same hash, the same data)
+        saved = meta["train_config"]
+        changed = sorted(k for k in set(saved) | set(self.train_cfg) if saved.get(k) != self.train_cfg.get(k))
+        return (meta, changed) if changed and set(changed) <= NON_WEIGHT_KEYS else None
+
+    def _keep_finished(self, final: Path, meta: dict, changed: list[str]) -> int:
+        """Take the finished run as this one's result: its state, its metrics, the new keep_last."""
+        root = self.paths.checkpoints
+        self.log(f"previous run in {root} finished with the same model, data and training; only "
+                 f"{', '.join(changed)} changed, which cannot change its weights: keeping it (remove {root} to "
+                 "train again)")
+        if self.env.is_main:
+            ckpt.prune_checkpoints(root, int(meta["step"]), self.train_cfg["keep_last"])
+        barrier()
+        s = meta["state"]
+        self.state = State(s["iteration"], s["lr_step"], s["tokens"], s["skipped"], s["wall_time"],
+                           s["last_loss"], s["last_valid"])
         self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
         return self.state.iteration
 

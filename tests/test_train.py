@@ -382,3 +382,37 @@ def test_resuming_with_another_seq_len_or_data_seed_is_a_clear_error(tmp_path: P
     other = make_trainer(tmp_path, **change)
     with pytest.raises(WikiGPTError, match=f"{saved}: {message}; remove .* to train from scratch"):
         other.start()
+
+
+def test_a_finished_run_is_kept_when_only_keys_that_cannot_change_its_weights_changed(tmp_path: Path) -> None:
+    """Snakemake reruns train after any train param changes; for log_interval, keep_last, threads, ... the
+    finished run is still this config's result: kept (no step runs), outputs rewritten, keep_last applied."""
+    first = make_trainer(tmp_path, iters=10, save_interval=5)
+    first.run()
+    root = first.paths.checkpoints
+    weights = (ckpt.step_dir(root, 10) / "model.safetensors").read_bytes()
+    metrics = first.paths.metrics.read_text()
+    first.paths.done.unlink()
+    again = make_trainer(tmp_path, iters=10, save_interval=5, log_interval=3, keep_last=1, threads=1)
+    launched = []
+    again._launch = lambda *a: launched.append(a)  # no step may run
+    summary = again.run()
+    assert launched == [] and summary["iterations"] == 10 and again.paths.done.exists()
+    assert [p.name for p in ckpt.list_checkpoints(root)] == ["step_0000010"]
+    assert (ckpt.step_dir(root, 10) / "model.safetensors").read_bytes() == weights
+    assert again.paths.metrics.read_text() == metrics
+    assert (root / ckpt.FINISHED).exists()
+
+
+@pytest.mark.parametrize("change", ["unchanged (--forcerun)", "lr", "other data"])
+def test_a_finished_run_is_trained_again_when_its_weights_could_differ(tmp_path: Path, change: str) -> None:
+    first = make_trainer(tmp_path, iters=10, save_interval=5)
+    first.run()
+    over: dict = {"lr": 1e-3} if change == "lr" else {}
+    if change == "other data":
+        write_manifest(tmp_path, shards=3)  # the same documents in other shards: other manifest bytes
+        over = {"log_interval": 3}  # a key that alone would keep the run
+    again = make_trainer(tmp_path, iters=10, save_interval=5, **over)
+    assert again.start() == 0
+    assert ckpt.list_checkpoints(again.paths.checkpoints) == []
+    again.metrics.close()

@@ -76,6 +76,17 @@ def test_pipeline_rerun_rules_and_forcerun(tmp_path: Path) -> None:
     assert "training again from step 0" in log and "resuming" not in log
     assert [m["step"] for m in read_metrics(tmp_path / "results/train/metrics.jsonl")] == list(range(1, 41))
 
+    # a train key that cannot change the weights: train reruns (its params changed), keeps the finished
+    # run without a step, and what follows runs on the same weights
+    weights = (tmp_path / "results/model/model.safetensors").read_bytes()
+    workflow_config(tmp_path, log_interval=7, keep_last=1)
+    run_snakemake(tmp_path, *TARGETS)
+    log = (tmp_path / "logs/train/train.log").read_text()
+    assert "only keep_last, log_interval changed, which cannot change its weights: keeping it" in log, log
+    assert "training again" not in log
+    assert (tmp_path / "results/model/model.safetensors").read_bytes() == weights
+    assert [p.name for p in (tmp_path / "checkpoints/default").glob("step_*")] == ["step_0000040"]
+
 
 def test_killed_snakemake_resumes_on_plain_rerun(tmp_path: Path) -> None:
     workflow_config(tmp_path, iters=120)

@@ -62,6 +62,19 @@ def test_no_weight_decay_on_biases_and_layernorm() -> None:
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()
 
 
+@pytest.mark.parametrize(("name", "tflops"), [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756),
+                                              ("NVIDIA H100 NVL", 835), ("NVIDIA H200", 989),
+                                              ("NVIDIA A100-SXM4-80GB", 312), ("Some Future GPU", None)])
+def test_device_peak_by_name(monkeypatch: pytest.MonkeyPatch, name: str, tflops: float | None) -> None:
+    """The PCIe and NVL H100s run slower clocks than the SXM one: counting them at 989 would understate MFU."""
+    from gpt2core.training.flops import peak_flops
+
+    monkeypatch.delenv("WIKIGPT_PEAK_TFLOPS", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak = peak_flops(torch.device("cuda"), "bf16")
+    assert peak == (tflops * 1e12 if tflops else None)
+
+
 def test_flops_per_token_matches_the_spec_anchor() -> None:
     cfg = GPTConfig.padded(50257, 128, n_positions=1024)
     assert flops_per_token(cfg, 1024) == pytest.approx(855e6, rel=2e-3)

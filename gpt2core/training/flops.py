@@ -8,9 +8,10 @@ import torch
 
 from gpt2core.model import GPTConfig
 
-# Dense bf16/fp16 tensor-core peaks (SPEC "Speed anchors"), TFLOP/s, by a substring of the device name.
-_PEAKS_16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "4090": 165.0, "2080 Ti": 53.8, "L40S": 362.0,
-             "A10G": 125.0, "V100": 125.0, "T4": 65.0}
+# Dense bf16/fp16 tensor-core peaks (SPEC "Speed anchors"), TFLOP/s, by a substring of the device name; the
+# first key found in the name wins, so the PCIe and NVL H100s (lower clocks) come before the SXM one.
+_PEAKS_16 = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "4090": 165.0,
+             "2080 Ti": 53.8, "L40S": 362.0, "A10G": 125.0, "V100": 125.0, "T4": 65.0}
 
 
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> float:

@@ -107,6 +107,7 @@ class _Launched:
     loss: torch.Tensor
     norm: torch.Tensor
     t0: float
+    t_launched: float = 0.0  # when its launch returned: on a synchronous device (CPU), when its work was done
     skip: bool = False  # decided before the optimizer step (fp16 with a host-side decision)
     values: tuple[float, float] | None = None  # (loss, norm), when read before the optimizer step
 
@@ -266,7 +267,7 @@ class Trainer:
         self.peak = device_peak * self.env.world_size if device_peak else None
         self.state = State()
         self._prefetched: dict[int, list[Batch]] = {}
-        self._last_finish = 0.0  # when the last iteration was read (an early-queued one's time starts there)
+        self._last_finish = 0.0  # when the last iteration's work was done (an early-queued one's time starts there)
         self.metrics: MetricsLog | None = None
         self.last_saved: int | None = None
 
@@ -422,6 +423,7 @@ class Trainer:
                 clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        launched.t_launched = time.perf_counter()
         return launched
 
     def _finish(self, q: _Launched) -> dict:
@@ -442,9 +444,12 @@ class Trainer:
                 what = "loss" if not math.isfinite(loss_value) else "gradient norm"
                 raise WikiGPTError(f"non-finite {what} at iteration {q.index + 1} ({self.precision}); "
                                    f"last good checkpoint: {last or 'none'} (this step's update is not saved)")
-        now = time.perf_counter()
-        dt = now - max(q.t0, self._last_finish)  # queued early: its time starts when the previous one ended
-        self._last_finish = now
+        # When its work was done: on CUDA when the read above returned; on CPU, where a launch runs the step
+        # itself, when its launch returned (the next step may have run since, queued ahead). Its time starts
+        # at its launch, or when the previous step was done if it was queued before that.
+        done = time.perf_counter() if self.device.type == "cuda" else q.t_launched
+        dt = done - max(q.t0, self._last_finish)
+        self._last_finish = done
         st.iteration += 1
         st.tokens += self.tokens_per_iter
         st.wall_time += dt

@@ -429,3 +429,15 @@ def test_a_finished_run_is_trained_again_when_its_weights_could_differ(tmp_path:
     assert again.start() == 0
     assert ckpt.list_checkpoints(again.paths.checkpoints) == []
     again.metrics.close()
+
+
+def test_each_step_is_timed_by_its_own_work_when_the_next_one_was_queued_ahead(tmp_path: Path) -> None:
+    """On CPU a launch runs the step itself, so queueing step i + 1 before reading step i must not charge both
+    to i and nothing to i + 1 (which made every evaluated, saved and last step log ~0 s and 1000x tokens/s)."""
+    import time as time_module
+
+    trainer = make_trainer(tmp_path, iters=6, eval_interval=3, save_interval=4)
+    trainer.raw_model.ln_f.register_forward_hook(lambda *_: time_module.sleep(0.05))  # every forward >= 50 ms
+    trainer.run()
+    train_lines = read_metrics(trainer.paths.metrics)
+    assert all(0.05 <= m["step_time_s"] < 0.5 for m in train_lines), [m["step_time_s"] for m in train_lines]

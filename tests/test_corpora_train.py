@@ -1,12 +1,7 @@
-"""The trainer on a blend of corpora: per-corpus valid loss in the metrics and exact resume.
-
-Runs once gpt2core/train.py takes its data from gpt2core.blend (the few lines in the issue 6 report);
-until then it skips with that reason, so the lead's change is checked by this file as soon as it lands.
-"""
+"""The trainer on a blend of corpora: per-corpus valid loss in the metrics and exact resume."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
@@ -14,12 +9,9 @@ import torch
 from test_corpora_blend import write_blend_manifest
 from test_train_helpers import tiny_sections
 
-import gpt2core.train
 from gpt2core.train import RunPaths, Trainer
 from gpt2core.training.metrics import read_metrics
 
-pytestmark = pytest.mark.skipif("blend_data" not in inspect.getsource(gpt2core.train),
-                                reason="gpt2core/train.py does not use gpt2core.blend yet (issue 6 report)")
 TIMING = {"tokens_per_s", "mfu", "mem_mb", "step_time_s"}
 WEIGHTS = {"en": 3.0, "zh": 1.0}
 

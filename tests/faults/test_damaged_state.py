@@ -24,14 +24,6 @@ from gpt2core.hf import load_hf
 from gpt2core.train import RunPaths, Trainer
 from gpt2core.training import checkpoint as ckpt
 
-REPO = Path(__file__).resolve().parents[2]
-TRAINER_VERIFIES = "integrity" in (REPO / "gpt2core/train.py").read_text() + (
-    REPO / "gpt2core/training/checkpoint.py").read_text()
-needs_trainer_hook = pytest.mark.xfail(
-    not TRAINER_VERIFIES, strict=True,
-    reason="the trainer does not yet call gpt2core.integrity (write_checksums in save_checkpoint, newest_intact "
-           "in Trainer.start); a damaged newest checkpoint is loaded or crashes instead of falling back")
-
 
 def flip_byte(path: Path, offset: int | None = None) -> None:
     data = bytearray(path.read_bytes())
@@ -119,7 +111,6 @@ def killed_run(tmp_path: Path, run: str, at: int) -> Path:
     return trainer.paths.checkpoints
 
 
-@needs_trainer_hook
 @pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
 def test_damaged_newest_checkpoint_falls_back_and_ends_bitwise_equal(tmp_path: Path, damage: str,
                                                                      capsys: pytest.CaptureFixture) -> None:
@@ -140,7 +131,6 @@ def test_damaged_newest_checkpoint_falls_back_and_ends_bitwise_equal(tmp_path: P
         assert torch.equal(resumed.raw_model.state_dict()[key], value), key
 
 
-@needs_trainer_hook
 def test_no_intact_checkpoint_stops_with_a_clear_error(tmp_path: Path) -> None:
     root = killed_run(tmp_path, "killed", 7)
     only = ckpt.latest_checkpoint(root)
@@ -151,7 +141,6 @@ def test_no_intact_checkpoint_stops_with_a_clear_error(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == before  # nothing deleted: the user decides
 
 
-@needs_trainer_hook
 def test_checkpoints_carry_checksums(tmp_path: Path) -> None:
     root = killed_run(tmp_path, "run", 5)
     integrity.verify_checksums(ckpt.latest_checkpoint(root))

@@ -108,3 +108,28 @@ def test_bad_lines_name_file_and_line(tmp_path: Path) -> None:
     bad.write_text('{"text": "one two"}\n{"txt": "one two"}\n', encoding="utf-8")
     with pytest.raises(WikiGPTError, match=r"l.jsonl:2: needs a \"text\""):
         read_lambada(bad)
+
+
+def test_evaluate_lambada_reports_each_accuracy_by_its_own_definition(char_tokenizer: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole evaluation on the known-answer model: "a b cot" is right under last-token only, so the
+    saved strict and last-token figures (1 and 2 of 3) cannot be swapped or computed on the same examples."""
+    import shutil
+
+    import gpt2core.eval.lambada as lambada
+
+    encode = load_encode(char_tokenizer)
+    tid = {ch: encode([ch])[0][0] for ch in ("a", "b", "c", "o", "t", " ")}
+    model = NextCharTable(257, {tid["b"]: tid[" "], tid[" "]: tid["c"], tid["c"]: tid["a"],
+                                tid["a"]: tid["t"], tid["o"]: tid["t"]})
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(char_tokenizer, model_dir / "tokenizer.json")
+    for name in ("model.safetensors", "config.json"):  # only hashed into the result: the model is the table
+        (model_dir / name).write_text("{}")
+    monkeypatch.setattr(lambada, "load_model", lambda *_: (model, {"n_positions": 64, "vocab_size": 257}))
+    eval_file = tmp_path / "lambada.jsonl"
+    eval_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in ("a b cat", "a b cot", "a b cab")))
+    result = evaluate_lambada(model_dir, eval_file, tmp_path / "out.json", batch_size=2, device="cpu")
+    assert (result["strict_correct"], result["last_token_correct"], result["lines"]) == (1, 2, 3)
+    assert result["strict_accuracy"] == 1 / 3 and result["last_token_accuracy"] == 2 / 3

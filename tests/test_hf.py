@@ -111,6 +111,11 @@ def test_broken_directory_is_a_clear_error(tmp_path: Path, damage: str) -> None:
         load_hf(d)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path) in message
+    named = {"missing_tensor": "missing tensor 'transformer.h.1.mlp.c_fc.bias'",
+             "wrong_shape": "transformer.wpe.weight has shape (16, 32)", "no_config": "config.json",
+             "bad_json": "config.json", "not_gpt2": "config.json", "no_weights": "model.safetensors",
+             "truncated": "model.safetensors"}.get(damage)
+    assert named is None or named in message, message  # the damaged item itself is named
 
 
 def test_mismatched_config_names_the_tensor(tmp_path: Path) -> None:

@@ -82,12 +82,21 @@ def test_kv_cache_matches_full_forward() -> None:
 
 
 def test_activation_checkpointing_gives_the_same_gradients() -> None:
+    """Same gradients with the flag on, and the flag really checkpoints: every block's forward runs again
+    during the backward (once per layer; without the flag, never). A pre-hook: the recompute stops early,
+    once it has what the backward needs, so a block's own forward hook does not fire again."""
     idx, targets = torch.randint(0, 301, (2, 32)), torch.randint(0, 301, (2, 32))
     grads = []
     for flag in (False, True):
         model = small(seed=2)
         model.activation_checkpointing = flag
-        lm_loss(model(idx), targets).backward()
+        forwards: list[bool] = []
+        for block in model.h:
+            block.register_forward_pre_hook(lambda *_, seen=forwards: seen.append(torch.is_grad_enabled()))
+        loss = lm_loss(model(idx), targets)
+        before = len(forwards)
+        loss.backward()
+        assert before == model.config.n_layer and len(forwards) - before == (model.config.n_layer if flag else 0)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-5)

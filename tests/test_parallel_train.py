@@ -34,8 +34,8 @@ ITERS = 10
 
 def command(workdir: Path, run: str, nproc: int, launch: tuple[str, ...] = ("--standalone",),
             **train: object) -> list[str]:
-    model, tc = tiny_sections(iters=ITERS, save_interval=5, eval_interval=5, lr=1.5e-4, min_lr=1.5e-5,  # the reference lr
-                              nproc_per_node=nproc, **train)
+    model, tc = tiny_sections(**{"iters": ITERS, "save_interval": 5, "eval_interval": 5, "lr": 1.5e-4,
+                                 "min_lr": 1.5e-5, "nproc_per_node": nproc, **train})  # the reference lr by default
     model.update(n_layer=2, n_head=4, n_embd=64, seq_len=32, n_positions=32, dropout=0.0)  # same masks: exact
     return [str(BIN / "torchrun"), *launch, "--nproc-per-node", str(nproc), "-m", "gpt2core.train",
             "--manifest", str(workdir / "manifest.json"), "--model", json.dumps(model), "--train", json.dumps(tc),
@@ -185,22 +185,27 @@ def test_resume_under_another_tp(work: Path) -> None:
 
 def test_resume_with_more_data_parallel_ranks(work: Path) -> None:
     """A dp=2 run's step-5 checkpoint continued by dp=3 at the same tp: DCP reshards the FSDP2 shards, and
-    rank 2, which the saving run did not have, takes rank 0's RNG state instead of failing on a missing file."""
+    rank 2, which the saving run did not have, takes rank 0's RNG state instead of failing on a missing file.
+    At 20x the reference LR the loss has fallen by step 5, so a resume that re-initialised the weights shows."""
     import shutil
 
-    if not (work / "checkpoints/dp2/step_0000005").exists():
-        train(work, "dp2", nproc=2, dp=2)
+    fast = {"lr": 3e-3, "min_lr": 3e-4}
+    train(work, "dp2_fast", nproc=2, dp=2, **fast)
     (work / "checkpoints" / "dp3").mkdir(parents=True)
-    shutil.copytree(work / "checkpoints/dp2/step_0000005", work / "checkpoints/dp3/step_0000005")
-    shutil.copy(work / "checkpoints/dp2/metrics.jsonl", work / "checkpoints/dp3/metrics.jsonl")
-    proc = subprocess.run(command(work, "dp3", 3, dp=3), cwd=work, env=env(), capture_output=True, text=True,
-                          timeout=300)
+    shutil.copytree(work / "checkpoints/dp2_fast/step_0000005", work / "checkpoints/dp3/step_0000005")
+    shutil.copy(work / "checkpoints/dp2_fast/metrics.jsonl", work / "checkpoints/dp3/metrics.jsonl")
+    proc = subprocess.run(command(work, "dp3", 3, dp=3, **fast), cwd=work, env=env(), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "resuming from" in proc.stderr and "train config changed since step_0000005: dp" in proc.stderr
-    before, after = read_metrics(work / "dp2/metrics.jsonl"), read_metrics(work / "dp3/metrics.jsonl")
+    before, after = read_metrics(work / "dp2_fast/metrics.jsonl"), read_metrics(work / "dp3/metrics.jsonl")
     assert [m["step"] for m in after] == list(range(1, ITERS + 1))
     assert after[:5] == before[:5]
     assert all(m["tokens"] - p["tokens"] == 3 * 4 * 32 for p, m in zip(after[4:], after[5:], strict=False))
+    # step 6 starts from the trained weights: near dp=2's step 6 (another batch), well below where a
+    # re-initialised model would start (step 1's loss; batches differ by ~0.1 here)
+    losses = (after[5]["loss"], before[5]["loss"], before[0]["loss"])
+    assert after[5]["loss"] < before[0]["loss"] - 0.15 and abs(after[5]["loss"] - before[5]["loss"]) < 0.15, losses
 
 
 def test_workflow_tp2_merges_to_one_hf_model(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from test_train_helpers import tiny_sections, write_manifest
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.model import GPT, GPTConfig
+from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.train import RunPaths, Trainer
 from gpt2core.training import checkpoint as ckpt
 from gpt2core.training.flops import flops_per_token
@@ -200,11 +200,34 @@ def test_seq_len_longer_than_positions_is_a_config_error(tmp_path: Path) -> None
 
 
 def test_gradient_accumulation_counts_every_micro_batch(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path, iters=4, micro_batch=2, grad_accum=3, save_interval=4)
-    summary = trainer.run()
+    """A step's loss is the mean over its three different micro-batches, and its gradient is the gradient of
+    that mean (the same update as one batch holding all three), not of the first micro-batch alone."""
+    import copy
+
+    trainer = make_trainer(tmp_path, model={"dropout": 0.0}, iters=4, micro_batch=2, grad_accum=3, save_interval=4)
+    trainer.start()
+    reference = copy.deepcopy(trainer.raw_model)
+    micro = [trainer.train_source.get(0, m) for m in range(3)]
+    assert len({tuple(b.x.flatten().tolist()) for b in micro}) == 3  # three different micro-batches
+    losses = [lm_loss(reference(b.x), b.y, b.mask) for b in micro]
+    mean = torch.stack(losses).mean()
+    mean.backward()
+    grads = {n: p.grad.clone() for n, p in reference.named_parameters()}
+    captured = {}
+    real_step = trainer.optimizer.step
+
+    def step_capturing_grads(*args: object, **kw: object) -> object:
+        captured.update({n: p.grad.clone() for n, p in trainer.raw_model.named_parameters()})
+        return real_step(*args, **kw)
+
+    trainer.optimizer.step = step_capturing_grads
+    first = trainer.step()
+    assert first["loss"] == pytest.approx(mean.item(), rel=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(captured[name], grad, rtol=1e-5, atol=1e-7)
+    trainer.metrics.close()
+    summary = make_trainer(tmp_path, run="full", iters=4, micro_batch=2, grad_accum=3, save_interval=4).run()
     assert summary["tokens"] == 4 * 2 * 3 * 32
-    seen = {tuple(trainer.train_source.get(0, m).x.flatten().tolist()) for m in range(3)}
-    assert len(seen) == 3  # three different micro-batches make one step
 
 
 def test_cli_bad_manifest_is_one_line_and_exit_1(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ The seeds are printed; WIKIGPT_FAULT_SEED=<seed> replays a session.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -118,9 +119,8 @@ def test_trained_weights_bitwise_equal_after_kills(model_chain, reference_output
     _faults, outputs, work = model_chain
     for key in ("<final checkpoint>/model.safetensors", "results/model/model.safetensors"):
         assert outputs[key] == reference_outputs[key], key
-    final = work / "checkpoints/default/step_0000024"
-    if (final / integrity.CHECKSUMS).exists():  # once the trainer writes checksums (gpt2core.integrity)
-        integrity.verify_checksums(final)
+    final = work / json.loads((work / "results/train/done.json").read_text())["checkpoint"]
+    integrity.verify_checksums(final)  # every file of the final checkpoint is as written
 
 
 def test_sigint_inside_train_exits_cleanly_and_plain_rerun_is_identical(reference, reference_outputs, seed,

@@ -146,6 +146,21 @@ def test_fp16_overflow_on_one_rank_makes_every_rank_skip(tmp_path: Path) -> None
     assert ranks[0]["clean"] == ranks[1]["clean"] > 0
 
 
+def test_fp16_overflow_on_one_rank_skips_the_step_on_every_rank_of_the_real_trainer(tmp_path: Path) -> None:
+    """The Trainer at tp=2, fp16: the last rank alone overflows at iteration 3. Every rank books the skip
+    (halving the loss scale, not advancing the LR), the replicated weights stay equal across ranks, and the
+    run goes on with finite weights."""
+    from test_train_helpers import write_manifest
+
+    write_manifest(tmp_path)
+    torchrun(2, "trainer_overflow.py", str(tmp_path))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["skipped"] == [False, False, True, False, False, False]
+    assert ranks[0]["loss_scale"][2] == 2 * ranks[0]["loss_scale"][3]  # halved after the overflow
+    assert ranks[0]["lr_step"] == 5 and ranks[0]["ranks_agree"] and ranks[0]["finite"]
+
+
 def test_incomplete_sharded_checkpoint_is_a_hard_error(runs: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -10,6 +10,8 @@ from jsonschema import Draft202012Validator
 from snakemake.utils import validate
 
 CONFIG_SCHEMA = "../workflow/schemas/config.schema.yaml"
+# Every rule's environment under `--sdm conda` (ignored otherwise); relative to the rule files in rules/.
+CONDA_ENV = "../envs/wikigpt.yaml"
 
 
 def fail(message):

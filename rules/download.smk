@@ -25,6 +25,8 @@ rule download:
         key="|".join(_re.escape(k) for k in DOWNLOADS),
     params:
         source=lambda wc: DOWNLOADS[wc.key],
+    conda:
+        CONDA_ENV
     log:
         "logs/download/{key}.log",
     benchmark:

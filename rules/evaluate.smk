@@ -17,6 +17,8 @@ if WIKI103.get("source"):
         output:
             f"{DATA}/eval/wiki103_titles.txt",
         threads: 1
+        conda:
+            CONDA_ENV
         log:
             "logs/eval_titles/eval_titles.log",
         benchmark:
@@ -39,6 +41,8 @@ if WIKI103.get("source"):
             seq_len=WIKI103["seq_len"],
             batch_size=WIKI103["batch_size"],
         threads: EVAL_THREADS
+        conda:
+            CONDA_ENV
         log:
             "logs/ppl_wiki103/ppl_wiki103.log",
         benchmark:
@@ -59,6 +63,8 @@ if RUN_LAMBADA:
             model_dir=f"{RESULTS}/model",
             batch_size=LAMBADA["batch_size"],
         threads: EVAL_THREADS
+        conda:
+            CONDA_ENV
         log:
             "logs/lambada/lambada.log",
         benchmark:
@@ -78,6 +84,8 @@ rule eval_table:
     params:
         run_name=config["run_name"],
     threads: 1
+    conda:
+        CONDA_ENV
     log:
         "logs/eval_table/eval_table.log",
     benchmark:

@@ -20,6 +20,8 @@ rule extract:
         part="[^/]+",
     params:
         spec=_extract_spec,
+    conda:
+        CONDA_ENV
     log:
         "logs/extract/{corpus}/{part}.log",
     benchmark:

@@ -19,6 +19,8 @@ rule generate:
         prompts_file=config["generate"]["prompts_file"],
         settings={k: v for k, v in config["generate"].items() if k not in ("prompts", "prompts_file")},
     threads: 1
+    conda:
+        CONDA_ENV
     log:
         "logs/generate/generate.log",
     benchmark:

@@ -13,6 +13,8 @@ rule merge:
     params:
         tp=config["train"]["tp"],
     threads: 1
+    conda:
+        CONDA_ENV
     log:
         "logs/merge/merge.log",
     benchmark:

@@ -19,6 +19,8 @@ rule presplit:
         min_chars=lambda wc: CORPORA[wc.corpus].get("min_chars", config["presplit"]["min_chars"]),
         lang=lambda wc: CORPORA[wc.corpus]["lang"],
         t2s=lambda wc: CORPORA[wc.corpus]["t2s"],
+    conda:
+        CONDA_ENV
     log:
         "logs/presplit/{corpus}/{shard}.log",
     benchmark:

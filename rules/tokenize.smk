@@ -44,6 +44,8 @@ rule tokenize:
         split=config["data"]["split"],
         seed=config["data"]["seed"],
         dtype=config["data"]["dtype"],
+    conda:
+        CONDA_ENV
     log:
         "logs/tokenize/{corpus}/{shard}.log",
     benchmark:
@@ -63,6 +65,8 @@ rule gather:
     params:
         dtype=config["data"]["dtype"],
         corpora=[{k: c[k] for k in ("name", "kind", "lang", "weight")} for c in CORPORA.values()],
+    conda:
+        CONDA_ENV
     log:
         "logs/gather/gather.log",
     benchmark:

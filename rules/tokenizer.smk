@@ -33,6 +33,8 @@ rule tokenizer:
         weights=[c["weight"] for c in CORPORA.values()] if config["tokenizer"]["kind"] == "bpe" else [],
         langs=[c["lang"] for c in CORPORA.values()] if config["tokenizer"]["kind"] == "bpe" else [],
         shards=N_SHARDS,
+    conda:
+        CONDA_ENV
     log:
         "logs/tokenizer/tokenizer.log",
     benchmark:

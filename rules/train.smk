@@ -45,6 +45,8 @@ rule train:
     resources:
         # what a cluster executor (profiles/slurm) asks for: one GPU per rank of this node when on CUDA
         gpu=config["train"]["nproc_per_node"] if config["train"]["device"] == "cuda" else 0,
+    conda:
+        CONDA_ENV
     log:
         "logs/train/train.log",
     benchmark:
@@ -80,6 +82,8 @@ rule loss_curve:
     params:
         run_name=config["run_name"],
     threads: 1
+    conda:
+        CONDA_ENV
     log:
         "logs/loss_curve/loss_curve.log",
     benchmark:

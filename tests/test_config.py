@@ -147,3 +147,20 @@ def test_train_asks_a_cluster_for_one_gpu_per_rank_on_cuda(tmp_path: Path, devic
     proc = run_snakemake(tmp_path, "-n", "results/train/done.json")
     block = (proc.stdout + proc.stderr).split("rule train:", 1)[1].split("\n\n", 1)[0]
     assert f"gpu={gpus}" in block, block
+
+
+def test_every_rule_names_the_conda_env_for_sdm_conda() -> None:
+    """`snakemake --sdm conda` builds envs/wikigpt.yaml for every rule (each rule file declares it; no conda
+    here to build it, so this checks the declarations and the file they name)."""
+    import re
+
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        text = smk.read_text(encoding="utf-8")
+        rules = re.findall(r"^\s*rule (\w+):", text, re.M)
+        envs = re.findall(r"^\s*conda:\n\s*CONDA_ENV\n", text, re.M)
+        assert len(envs) == len(rules), (smk.name, rules, len(envs))
+    common = (REPO / "rules/common.smk").read_text(encoding="utf-8")
+    env_path = re.search(r'^CONDA_ENV = "(.+)"$', common, re.M).group(1)
+    env = yaml.safe_load((REPO / "rules" / env_path).read_text(encoding="utf-8"))
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "torch==2.13.0" in pip and any(p.startswith("-e ..") for p in pip)

@@ -297,7 +297,7 @@ class Trainer:
             kept = self._finished_run_to_keep(found[-1])
         barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
         if kept is not None:
-            return self._keep_finished(found[-1], *kept)
+            return self._keep_finished(*kept)
         if had_finished or latest is None:
             if self.env.is_main and root.exists():
                 if had_finished:
@@ -320,10 +320,15 @@ class Trainer:
         if changed:
             self.log(f"warning: train config changed since {latest.name}: {', '.join(changed)}")
         self.scaler.load_state_dict(meta["scaler"])
+        self.log(f"resuming from {latest} (iteration {meta['state']['iteration']})")
+        return self._restore_state(meta)
+
+    def _restore_state(self, meta: dict) -> int:
+        """The counters a checkpoint's meta holds, and the metrics history cut back to its iteration."""
         s = meta["state"]
         self.state = State(s["iteration"], s["lr_step"], s["tokens"], s["skipped"], s["wall_time"],
                            s["last_loss"], s["last_valid"])
-        self.log(f"resuming from {latest} (iteration {self.state.iteration})")
+        root = self.paths.checkpoints
         self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
         return self.state.iteration
 
@@ -332,7 +337,6 @@ class Trainer:
         same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS, at least one of
         which changed (an unchanged config is a --forcerun: train again). None otherwise."""
         try:
-            integrity.verify_checksums(final)
             meta = ckpt.read_meta(final)
         except WikiGPTError:
             return None
@@ -342,9 +346,15 @@ class Trainer:
             return None  # (the manifest's hash covers every shard's: the same hash, the same data)
         saved = meta["train_config"]
         changed = sorted(k for k in set(saved) | set(self.train_cfg) if saved.get(k) != self.train_cfg.get(k))
-        return (meta, changed) if changed and set(changed) <= NON_WEIGHT_KEYS else None
+        if not changed or not set(changed) <= NON_WEIGHT_KEYS:
+            return None
+        try:  # last: it reads the whole checkpoint, which only a run about to be kept needs
+            integrity.verify_checksums(final)
+        except WikiGPTError:
+            return None
+        return meta, changed
 
-    def _keep_finished(self, final: Path, meta: dict, changed: list[str]) -> int:
+    def _keep_finished(self, meta: dict, changed: list[str]) -> int:
         """Take the finished run as this one's result: its state, its metrics, the new keep_last."""
         root = self.paths.checkpoints
         self.log(f"previous run in {root} finished with the same model, data and training; only "
@@ -353,11 +363,7 @@ class Trainer:
         if self.env.is_main:
             ckpt.prune_checkpoints(root, int(meta["step"]), self.train_cfg["keep_last"])
         barrier()
-        s = meta["state"]
-        self.state = State(s["iteration"], s["lr_step"], s["tokens"], s["skipped"], s["wall_time"],
-                           s["last_loss"], s["last_valid"])
-        self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
-        return self.state.iteration
+        return self._restore_state(meta)
 
     def _load(self, latest: Path) -> dict:
         """A sharded (DCP) checkpoint into any layout (resharded if its tp differs); a one-process

@@ -14,6 +14,11 @@ CONFIG_SCHEMA = "../workflow/schemas/config.schema.yaml"
 CONDA_ENV = "../envs/wikigpt.yaml"
 
 
+def first_duplicate(names):
+    """The first name that occurs more than once, or None."""
+    return next((n for n in names if names.count(n) > 1), None)
+
+
 def fail(message):
     """Stop before any job runs with one line on stderr."""
     print(f"error: {message}", file=sys.stderr)
@@ -61,8 +66,8 @@ def expand_sources(cfg):
 expand_sources(config)
 CORPORA = {c["name"]: c for c in config["corpora"]}
 if len(CORPORA) != len(config["corpora"]):
-    _names = [c["name"] for c in config["corpora"]]
-    fail(f"config: two corpora are named {next(n for n in _names if _names.count(n) > 1)!r} (names must be unique)")
+    fail(f"config: two corpora are named {first_duplicate([c['name'] for c in config['corpora']])!r} "
+         "(names must be unique)")
 
 SCRIPTS = "../workflow/scripts"
 RESULTS = "results"
@@ -85,8 +90,7 @@ def check_part_names():
     """A corpus's parts are named by their files' names: two sources stored under one name would make one
     part read twice and the other never."""
     for corpus in config["corpora"]:
-        names = [source_name(s) for s in corpus["sources"]]
-        dup = next((n for n in names if names.count(n) > 1), None)
+        dup = first_duplicate([source_name(s) for s in corpus["sources"]])
         if dup is not None:
             urls = [s["url"] for s in corpus["sources"] if source_name(s) == dup]
             fail(f"config: corpus {corpus['name']!r} has two sources named {dup} ({urls[0]}, {urls[1]}): "

@@ -463,4 +463,5 @@ def test_each_step_is_timed_by_its_own_work_when_the_next_one_was_queued_ahead(t
     trainer.raw_model.ln_f.register_forward_hook(lambda *_: time_module.sleep(0.05))  # every forward >= 50 ms
     trainer.run()
     train_lines = read_metrics(trainer.paths.metrics)
-    assert all(0.05 <= m["step_time_s"] < 0.5 for m in train_lines), [m["step_time_s"] for m in train_lines]
+    # no step logs less than its own 50 ms (no upper bound: a loaded CI machine stretched one to 0.5 s)
+    assert all(m["step_time_s"] >= 0.05 for m in train_lines), [m["step_time_s"] for m in train_lines]

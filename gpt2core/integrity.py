@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -118,12 +119,23 @@ def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
     write_text_atomic(Path(snakemake_dir) / OWNER, json.dumps(owner) + "\n")
 
 
+def _holder_after(run: str | Path, grace_s: float) -> str | None:
+    """The run's trainer lock holder, if one still holds it after up to `grace_s` seconds."""
+    deadline = time.monotonic() + grace_s
+    while (holder := lock_holder(run)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return holder
+
+
 def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
-                      warn: Callable[[str], None] = print, runs: Iterable[str | Path] = ()) -> bool:
+                      warn: Callable[[str], None] = print, runs: Iterable[str | Path] = (),
+                      grace_s: float = 5.0) -> bool:
     """Remove .snakemake/locks/* when the recorded owner is gone from this host; True if removed.
     Unknown owner, another host, a live owner, or locks newer than the owner record: leave them for
     Snakemake to refuse on (its message says `snakemake --unlock`). So is a dead owner whose trainer still
-    runs on one of `runs` (checkpoint directories): SIGKILL to Snakemake alone leaves its jobs running."""
+    runs on one of `runs` (checkpoint directories) after `grace_s`: SIGKILL to Snakemake alone leaves its
+    jobs running. The grace is for a `kill -9` of the whole group: torchrun's workers run in their own
+    session and die only when the kernel tells them their launcher died, moments after it."""
     snakemake_dir = Path(snakemake_dir)
     locks = snakemake_dir / "locks"
     lock_files = sorted(p for p in locks.glob("*.lock") if p.is_file()) if locks.is_dir() else []
@@ -142,7 +154,7 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
     if pid_alive(pid) and (start is None or _start_time(pid) in (None, start)):
         return False
     for run in runs:
-        trainer = lock_holder(run)
+        trainer = _holder_after(run, grace_s)
         if trainer is not None:
             warn(f"warning: the Snakemake that locked {locks} (pid {pid}) was killed, but its trainer (pid "
                  f"{trainer}) still trains {run}: wait for it to end or stop it, then rerun")

@@ -62,12 +62,42 @@ def test_stale_snakemake_lock_is_kept_while_its_trainer_runs(tmp_path: Path, hol
     (sm / integrity.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
                                                   "start": None}))
     said: list[str] = []
-    assert not integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"])
+    t0 = time.monotonic()
+    assert not integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"], grace_s=0.5)
+    assert time.monotonic() - t0 >= 0.5  # it waited out the grace before keeping the lock
     assert (sm / "locks" / "0.output.lock").exists()
     assert f"its trainer (pid {holder.pid}) still trains" in said[0]
     holder.kill()
     holder.wait()
     assert integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"])  # now provably stale
+
+
+def test_stale_snakemake_lock_is_removed_when_its_trainer_dies_within_the_grace(tmp_path: Path) -> None:
+    """kill -9 of the whole group: torchrun's worker (its own session) dies moments after its launcher, so a
+    rerun started at once may still see it hold the run lock; the check waits for it rather than refuse."""
+    dying = subprocess.Popen([sys.executable, "-c", HOLD.replace("time.sleep(60)", "time.sleep(1.0)"),
+                              str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying.stdout.readline().strip() == "held"
+        sm = tmp_path / ".snakemake"
+        (sm / "locks").mkdir(parents=True)
+        (sm / "locks" / "0.output.lock").write_text("results/x\n")
+        time.sleep(0.01)
+        (sm / integrity.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(),
+                                                      "start": None}))
+        assert lock_holder(tmp_path / "run") == str(dying.pid)
+        said: list[str] = []
+        assert integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"], grace_s=30)
+        assert not list((sm / "locks").iterdir()) and "stale Snakemake lock" in said[0]
+    finally:
+        dying.kill()
+        dying.wait()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
 
 
 def test_the_trainer_cli_refuses_a_run_another_trainer_holds(tmp_path: Path, holder: subprocess.Popen) -> None:

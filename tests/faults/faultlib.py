@@ -86,21 +86,37 @@ def start_plain(workdir: Path, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def session_processes(sid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process in session `sid`."""
+def _live_processes() -> list[tuple[int, str, str]]:
+    """(pid, text after the command name in /proc/<pid>/stat, working directory) of every live process."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[3]) != sid or stat.rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1]
+            if stat.split()[0] != "Z":
+                found.append((int(entry.name), stat, os.readlink(entry / "cwd")))
+        except (OSError, IndexError):
             continue
-        found.append((int(entry.name), cmdline))
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def directory_processes(workdir: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process, in any session, whose working directory is `workdir`."""
+    target = str(workdir.resolve())
+    return [(pid, _cmdline(pid)) for pid, _stat, cwd in _live_processes() if cwd == target]
+
+
+def session_processes(sid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process in session `sid`."""
+    return [(pid, _cmdline(pid)) for pid, stat, _cwd in _live_processes() if int(stat.split()[3]) == sid]
 
 
 def stage_running(sid: int, stage: str) -> bool:
@@ -190,9 +206,11 @@ def inject(workdir: Path, stage: str, sig: signal.Signals, seed: int, max_delay:
     else:
         raise AssertionError(f"stage {stage} never started:\n{log.read_text()[-3000:]}")
     deadline = time.monotonic() + 30
-    while session_processes(sid) and time.monotonic() < deadline:  # torchrun workers die with torchrun
+    # torchrun's workers run in their own session and die when the kernel tells them torchrun died, moments
+    # later: wait for every process working in this directory, not only the killed session's.
+    while (session_processes(sid) or directory_processes(workdir)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = session_processes(sid)
+    left = session_processes(sid) + directory_processes(workdir)
     if left:
         os.killpg(sid, signal.SIGKILL)
         raise AssertionError(f"processes outlived the killed run by 30 s: {left}")

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import pid_alive, sha256_file, write_text_atomic
-from gpt2core.training.run_lock import lock_holder
+from gpt2core.training.run_lock import GRACE_S, lock_holder
 
 CHECKSUMS = "checksums.json"
 FORMAT = 1
@@ -119,17 +118,9 @@ def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
     write_text_atomic(Path(snakemake_dir) / OWNER, json.dumps(owner) + "\n")
 
 
-def _holder_after(run: str | Path, grace_s: float) -> str | None:
-    """The run's trainer lock holder, if one still holds it after up to `grace_s` seconds."""
-    deadline = time.monotonic() + grace_s
-    while (holder := lock_holder(run)) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return holder
-
-
 def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
                       warn: Callable[[str], None] = print, runs: Iterable[str | Path] = (),
-                      grace_s: float = 5.0) -> bool:
+                      grace_s: float = GRACE_S) -> bool:
     """Remove .snakemake/locks/* when the recorded owner is gone from this host; True if removed.
     Unknown owner, another host, a live owner, or locks newer than the owner record: leave them for
     Snakemake to refuse on (its message says `snakemake --unlock`). So is a dead owner whose trainer still
@@ -154,7 +145,7 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
     if pid_alive(pid) and (start is None or _start_time(pid) in (None, start)):
         return False
     for run in runs:
-        trainer = _holder_after(run, grace_s)
+        trainer = lock_holder(run, grace_s)
         if trainer is not None:
             warn(f"warning: the Snakemake that locked {locks} (pid {pid}) was killed, but its trainer (pid "
                  f"{trainer}) still trains {run}: wait for it to end or stop it, then rerun")

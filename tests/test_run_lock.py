@@ -39,14 +39,33 @@ def holder(tmp_path: Path):
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path: Path, holder: subprocess.Popen) -> None:
     assert lock_holder(tmp_path / "run") == str(holder.pid)
+    t0 = time.monotonic()
     with pytest.raises(WikiGPTError, match=rf"{tmp_path / 'run'}: another trainer \(pid {holder.pid}\) is training"):
-        with hold_run_lock(tmp_path / "run"):
+        with hold_run_lock(tmp_path / "run", grace_s=0.3):
             pass
+    assert time.monotonic() - t0 >= 0.3  # a live holder is refused only after the grace
     holder.kill()
     holder.wait()
     assert lock_holder(tmp_path / "run") is None  # released by the kernel when its holder died
     with hold_run_lock(tmp_path / "run"):
         assert (tmp_path / "run" / LOCK_NAME).read_text().strip() != str(holder.pid)
+
+
+def test_a_holder_that_dies_within_the_grace_gives_way(tmp_path: Path) -> None:
+    """kill -9 of torchrun's group and an immediate relaunch: the old worker (its own session) dies moments
+    after torchrun, and the new trainer takes the lock then instead of refusing."""
+    dying = subprocess.Popen([sys.executable, "-c", HOLD.replace("time.sleep(60)", "time.sleep(1.5)"),
+                              str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert dying.stdout.readline().strip() == "held"
+        assert lock_holder(tmp_path / "run") == str(dying.pid)
+        t0 = time.monotonic()
+        with hold_run_lock(tmp_path / "run", grace_s=60):
+            assert time.monotonic() - t0 >= 1.0  # it waited for the holder's release, then took the lock
+            assert (tmp_path / "run" / LOCK_NAME).read_text().strip() != str(dying.pid)
+    finally:
+        dying.kill()
+        dying.wait()
 
 
 def test_no_lock_file_means_no_holder(tmp_path: Path) -> None:
@@ -75,7 +94,7 @@ def test_stale_snakemake_lock_is_kept_while_its_trainer_runs(tmp_path: Path, hol
 def test_stale_snakemake_lock_is_removed_when_its_trainer_dies_within_the_grace(tmp_path: Path) -> None:
     """kill -9 of the whole group: torchrun's worker (its own session) dies moments after its launcher, so a
     rerun started at once may still see it hold the run lock; the check waits for it rather than refuse."""
-    dying = subprocess.Popen([sys.executable, "-c", HOLD.replace("time.sleep(60)", "time.sleep(1.0)"),
+    dying = subprocess.Popen([sys.executable, "-c", HOLD.replace("time.sleep(60)", "time.sleep(2.0)"),
                               str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
     try:
         assert dying.stdout.readline().strip() == "held"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
 
 LOCK_NAME = ".trainer.lock"
+GRACE_S = 5.0  # seconds a dying holder gets to release the lock (see hold_run_lock)
 
 
 def _pid_in(path: Path) -> str:
@@ -27,17 +29,24 @@ def _pid_in(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def hold_run_lock(checkpoints: str | Path) -> Iterator[None]:
-    """Hold the run's lock for the duration; another live holder is a one-line error naming its pid."""
+def hold_run_lock(checkpoints: str | Path, grace_s: float = GRACE_S) -> Iterator[None]:
+    """Hold the run's lock for the duration; a holder still alive after `grace_s` is a one-line error naming
+    its pid. The grace lets a trainer killed with its torchrun (`kill -9` of the group) finish dying: its
+    workers run in their own session and get their SIGKILL only when the kernel sees torchrun gone."""
     path = Path(checkpoints) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WikiGPTError(f"{Path(checkpoints)}: another trainer (pid {_pid_in(path)}) is training this run; "
-                               "wait for it to end or stop it, then rerun") from None
+        deadline = time.monotonic() + grace_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WikiGPTError(f"{Path(checkpoints)}: another trainer (pid {_pid_in(path)}) is training "
+                                       "this run; wait for it to end or stop it, then rerun") from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
@@ -45,17 +54,23 @@ def hold_run_lock(checkpoints: str | Path) -> Iterator[None]:
         os.close(fd)  # releases the lock; the file stays (removing it could race a new holder)
 
 
-def lock_holder(checkpoints: str | Path) -> str | None:
-    """The pid (as recorded) of a live process holding the run's lock, or None when nobody holds it."""
+def lock_holder(checkpoints: str | Path, grace_s: float = 0.0) -> str | None:
+    """The pid (as recorded) of a live process holding the run's lock after up to `grace_s` seconds, or None
+    when nobody holds it (then or within the grace)."""
     path = Path(checkpoints) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    deadline = time.monotonic() + grace_s
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _pid_in(path)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return _pid_in(path)
+                time.sleep(0.05)
     finally:
         os.close(fd)
-    return None

@@ -9,8 +9,9 @@ Default rows (in this order, so a run cut short still reports the headline):
   eager and compiled, batch 32.
 Extra rows, run only when `--only` names them: other torch.compile modes (max-autotune searches matmul
 kernels and takes minutes to compile; reduce-overhead adds CUDA graphs), flash attention instead of cuDNN,
-`loss-chunk` (train.loss_chunk: the output layer and loss by chunks, no (B, T, V) logits), and `cdt` (Inductor's
-coordinate-descent tuning of its own Triton kernels' launch configs: the memory-bound half of the step).
+`loss-chunk` (train.loss_chunk: the output layer and loss by chunks, no (B, T, V) logits), `cdt` (Inductor's
+coordinate-descent tuning of its own Triton kernels' launch configs: the memory-bound half of the step), and
+`half-residual` (train.half_residual: the residual stream in bf16, halving what LayerNorm and the adds move).
 Each row's tokens/s is the median step over `--steps` steps after warm-up (and compilation).
 
     python benchmarks/bench_gpu.py                 # on a GPU machine (benchmarks/gpu.sh wraps it)
@@ -72,12 +73,13 @@ def model_section(seq: int, smoke: bool) -> dict:
 
 
 def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, compiled: bool | str, ckpt: bool,
-                steps: int, warmup: int, smoke: bool, profile: bool = False, loss_chunk: int = 0) -> dict:
+                steps: int, warmup: int, smoke: bool, profile: bool = False, loss_chunk: int = 0,
+                half_residual: bool = False) -> dict:
     train = schema_defaults("train")
     train.update(micro_batch=mb, grad_accum=1, precision=precision, compile=compiled,
                  activation_checkpointing=ckpt, lr=1.5e-4, weight_decay=0.01, grad_clip=1.0,
                  iters=10**6, warmup=0.01, eval_interval=10**9, save_interval=10**9,
-                 device="cpu" if smoke else "cuda", tp=1, dp=1, loss_chunk=loss_chunk)
+                 device="cpu" if smoke else "cuda", tp=1, dp=1, loss_chunk=loss_chunk, half_residual=half_residual)
     paths = RunPaths(manifest, tmp / "ckpt", tmp / "done.json", tmp / "metrics.jsonl")
     trainer = Trainer(model_section(seq, smoke), train, 1234, paths)
     trainer.loss_fn.train()
@@ -152,6 +154,20 @@ def loss_chunk_of(name: str, smoke: bool) -> int:
     return 0 if not found else 16 if smoke else int(found.group(1))
 
 
+def select_rows(rows: list[tuple], only: str) -> list[tuple]:
+    """The rows whose name contains one of `only`'s comma-separated keys, in the order of the keys (so the
+    rows a short device budget must reach are named first), each row once."""
+    picked: list[tuple] = []
+    for key in (k.strip() for k in only.split(",")):
+        picked += [r for r in rows if key and key in r[0] and r not in picked]
+    return picked
+
+
+def row_options(name: str, smoke: bool) -> dict:
+    """The trainer_row options a row name asks for: "loss-chunkN" and "half-residual"."""
+    return {"loss_chunk": loss_chunk_of(name, smoke), "half_residual": "half-residual" in name}
+
+
 def inductor_options(name: str) -> contextlib.AbstractContextManager:
     """Inductor settings a row name asks for: " cdt" turns on coordinate-descent tuning of the launch configs
     of Inductor's own kernels (LayerNorm, GELU, cross-entropy: the memory-bound half of the step)."""
@@ -203,7 +219,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--budget-s", type=float, default=400.0, help="skip rows that would start after this")
-    ap.add_argument("--only", default="", help="comma-separated substrings: run only the rows that match")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only the rows that match, in "
+                    "the order of the substrings")
     ap.add_argument("--repeat", type=int, default=1, help="run the rows N times, interleaved; best of N")
     ap.add_argument("--profile", action="store_true",
                     help="after the timed rows, profile the first trainer row: its kernels, and its step by category")
@@ -238,9 +255,13 @@ def main() -> None:
              ("trainer seq1024 b16 bf16 compile loss-chunk4096", "trainer", *big, "bf16", True, False),
              ("trainer seq1024 b32 bf16 compile loss-chunk4096", "trainer", *b32, "bf16", True, False),
              ("trainer seq1024 b16 bf16 compile cdt", "trainer", *big, "bf16", True, False),
-             ("trainer seq1024 b32 bf16 max-autotune cdt", "trainer", *b32, "bf16", "max-autotune", False)]
+             ("trainer seq1024 b32 bf16 max-autotune cdt", "trainer", *b32, "bf16", "max-autotune", False),
+             ("trainer seq1024 b16 bf16 eager half-residual", "trainer", *big, "bf16", False, False),
+             ("trainer seq1024 b16 bf16 compile half-residual", "trainer", *big, "bf16", True, False),
+             ("trainer seq1024 b32 bf16 compile half-residual", "trainer", *b32, "bf16", True, False),
+             ("trainer seq1024 b32 bf16 max-autotune half-residual", "trainer", *b32, "bf16", "max-autotune", False)]
     if args.only:
-        rows = [r for r in rows + extra if any(k.strip() in r[0] for k in args.only.split(","))]
+        rows = select_rows(rows + extra, args.only)
     if smoke:
         rows = [r for r in rows if r[5] is False]
     rows = rows * args.repeat  # no C++ compiler needed for the smoke run
@@ -262,7 +283,7 @@ def main() -> None:
             with inductor_options(name):  # compilation happens inside the row's first steps
                 if kind == "trainer":
                     r = trainer_row(manifest, tmp / f"run{i}", seq, mb, precision, compiled, ckpt, steps, warmup,
-                                    smoke, loss_chunk=loss_chunk_of(name, smoke))
+                                    smoke, **row_options(name, smoke))
                 else:
                     r = plain_row(seq, mb, precision, compiled, steps, warmup, smoke)
             peak = peak_flops(r["device"], precision)
@@ -289,7 +310,7 @@ def main() -> None:
                 torch.backends.cuda.enable_cudnn_sdp("flash-sdpa" not in name)
             with inductor_options(name):
                 trainer_row(manifest, tmp / "profiled", seq, mb, precision, compiled, ckpt, steps, warmup, smoke,
-                            profile=True, loss_chunk=loss_chunk_of(name, smoke))
+                            profile=True, **row_options(name, smoke))
     for mode in ("compile", "eager", "max-autotune"):
         a, b = f"trainer seq1024 b16 bf16 {mode}", f"plain   seq1024 b16 bf16 {mode}"
         if a in results and b in results:

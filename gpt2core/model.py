@@ -148,6 +148,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embedding
         self.activation_checkpointing = False
+        # The residual stream's dtype; None: the embeddings' (fp32 under autocast, nanoGPT's choice). The
+        # trainer sets the autocast dtype for train.half_residual: the reference's fp16 weights keep the stream
+        # in 16 bits, which halves what LayerNorm and the residual adds read and write. Autocast only.
+        self.residual_dtype: torch.dtype | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -183,6 +187,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start_pos + T} exceeds n_positions {self.config.n_positions}")
         pos = torch.arange(start_pos, start_pos + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        if self.residual_dtype is not None:
+            x = x.to(self.residual_dtype)  # the blocks' outputs are already in it under autocast
         for block in self.h:
             if self.activation_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(block, x, use_reentrant=False)

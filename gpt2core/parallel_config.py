@@ -45,6 +45,9 @@ def check_parallel_config(model_cfg: dict, train_cfg: dict, vocab_size: int | No
     if train_cfg.get("loss_chunk") and train_cfg.get("precision") == "fp16":
         raise WikiGPTError("config: train.loss_chunk works with precision bf16 or fp32, not fp16 (its gradients "
                            "are made in the forward, before the loss scale could apply); set it to 0")
+    if train_cfg.get("half_residual") and train_cfg.get("precision") not in ("fp16", "bf16"):
+        raise WikiGPTError(f"config: train.half_residual keeps the residual stream in the 16-bit autocast dtype; "
+                           f"it needs precision fp16 or bf16, not {train_cfg.get('precision')}")
     if train_cfg.get("sequence_parallel") and tp == 1:
         raise WikiGPTError("config: train.sequence_parallel needs train.tp > 1")
     return ParallelPlan(dp=dp, tp=tp, sequence_parallel=bool(train_cfg.get("sequence_parallel", False)))

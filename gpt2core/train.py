@@ -133,6 +133,8 @@ def build_model(cfg: GPTConfig, train_cfg: dict, seed: int) -> GPT:
     added after the tp=1 init), activation checkpointing per flag."""
     model = init_model(cfg, seed)
     model.activation_checkpointing = bool(train_cfg["activation_checkpointing"])
+    if train_cfg.get("half_residual"):
+        model.residual_dtype = _AUTOCAST[train_cfg["precision"]]
     return model
 
 

@@ -87,6 +87,35 @@ def test_gpu_benchmark_smoke_runs_an_extra_loss_chunk_row(tmp_path: Path) -> Non
     assert rows[0]["tokens_per_s"] > 0
 
 
+def test_gpu_benchmark_smoke_runs_an_extra_half_residual_row(tmp_path: Path) -> None:
+    env = smoke_env(tmp_path)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--only", "eager half-residual", "--profile"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == ["trainer seq1024 b16 bf16 eager half-residual"]
+    assert rows[0]["tokens_per_s"] > 0
+
+
+def test_gpu_benchmark_rows_name_their_options() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_gpu import row_options
+
+    assert row_options("trainer seq1024 b16 bf16 compile half-residual", smoke=False) == {
+        "loss_chunk": 0, "half_residual": True}
+    assert row_options("trainer seq1024 b16 bf16 compile loss-chunk2048", smoke=False) == {
+        "loss_chunk": 2048, "half_residual": False}
+
+
+def test_gpu_benchmark_only_runs_the_named_rows_in_the_order_named() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_gpu import select_rows
+
+    rows = [("trainer b16 compile",), ("plain b16 compile",), ("trainer b16 compile cdt",), ("trainer b32 half",)]
+    assert select_rows(rows, "half, cdt") == [("trainer b32 half",), ("trainer b16 compile cdt",)]
+    assert select_rows(rows, "b16 compile,cdt,") == rows[:3]  # a row matched twice runs once
+
+
 def test_gpu_benchmark_rows_name_their_loss_chunk() -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_gpu import loss_chunk_of

@@ -92,6 +92,19 @@ def test_unknown_compile_mode_is_refused_before_any_job(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+def test_half_residual_without_a_16_bit_precision_is_refused_before_any_job(tmp_path: Path) -> None:
+    config = tiny_config()
+    config["train"]["half_residual"] = True  # the embedded default trains in fp32
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "error: config: train.half_residual keeps the residual stream in the 16-bit autocast dtype; it needs " \
+           "precision fp16 or bf16, not fp32" in proc.stderr, proc.stderr[-2000:]
+    config["train"]["precision"] = "bf16"
+    write_config(tmp_path, config)
+    assert run_snakemake(tmp_path, "-n", check=False).returncode == 0
+
+
 @pytest.mark.e2e
 def test_one_gpu_overlay_changes_only_training_settings_on_top_of_a_base(tmp_path: Path) -> None:
     """`--configfile base overlay` deep-merges: the overlay's model/train keys win, the base's others stay,

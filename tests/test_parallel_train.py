@@ -96,6 +96,17 @@ def test_trainer_tp2_matches_tp1(work: Path) -> None:
     assert last < first
 
 
+def test_trainer_tp2_bf16_with_half_residual_follows_the_fp32_stream(work: Path) -> None:
+    """train.half_residual under tensor parallelism: the stream's cast happens before the sharded blocks."""
+    train(work, "tp2_bf16", nproc=2, tp=2, precision="bf16")
+    train(work, "tp2_bf16_half", nproc=2, tp=2, precision="bf16", half_residual=True)
+    plain, half = (read_metrics(work / run / "metrics.jsonl") for run in ("tp2_bf16", "tp2_bf16_half"))
+    assert [m["step"] for m in half] == list(range(1, ITERS + 1))
+    for a, b in zip(plain, half, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-3), (a["loss"], b["loss"])
+    assert [m["loss"] for m in plain] != [m["loss"] for m in half]  # the stream really was rounded to bf16
+
+
 def test_trainer_sequence_parallel_matches_tp1(work: Path) -> None:
     train(work, "sp2", nproc=2, tp=2, sequence_parallel=True)
     assert_same(work, "tp1", "sp2")

@@ -35,6 +35,7 @@ def test_a_valid_layout_passes() -> None:
     ({}, train(tp=2, dp=1, nproc_per_node=4), r"4 x 1 = 4 processes, but train.tp x train.dp = 2 x 1 = 2"),
     ({}, train(tp=2, dp=2, nproc_per_node=2, nnodes=1), r"2 x 1 = 2 processes.*2 x 2 = 4"),
     ({}, train(sequence_parallel=True), "sequence_parallel needs train.tp > 1"),
+    ({}, train(half_residual=True, precision="fp32"), "train.half_residual .* needs precision fp16 or bf16, not fp32"),
 ])
 def test_config_errors_name_the_keys(model: dict, tr: dict, message: str) -> None:
     with pytest.raises(WikiGPTError, match=message):

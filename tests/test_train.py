@@ -465,3 +465,57 @@ def test_each_step_is_timed_by_its_own_work_when_the_next_one_was_queued_ahead(t
     train_lines = read_metrics(trainer.paths.metrics)
     # no step logs less than its own 50 ms (no upper bound: a loaded CI machine stretched one to 0.5 s)
     assert all(m["step_time_s"] >= 0.05 for m in train_lines), [m["step_time_s"] for m in train_lines]
+
+
+def saved_activation_bytes(model: GPT, idx: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward of one bf16-autocast forward (what a step writes and reads back)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if not isinstance(t, torch.nn.Parameter):
+            total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        lm_loss(model(idx[:, :-1]), idx[:, 1:]).backward()
+    return total
+
+
+def test_half_residual_keeps_the_stream_in_bf16_with_less_to_save_and_the_same_loss() -> None:
+    """train.half_residual: every block's output (the residual stream) in the autocast dtype, as the reference's
+    16-bit weights keep it; autograd saves fewer bytes for the backward; the loss and gradients stay those of
+    the fp32 stream to bf16 rounding."""
+    torch.manual_seed(0)
+    B, T, C, L = 4, 64, 64, 3
+    model = GPT(GPTConfig.padded(1000, n_layer=L, n_head=2, n_embd=C, n_positions=T))
+    idx = torch.randint(0, 1000, (B, T + 1))
+    seen: list[torch.dtype] = []
+    for block in model.h:
+        block.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    results = {}
+    for half in (False, True):
+        model.residual_dtype = torch.bfloat16 if half else None
+        seen.clear()
+        model.zero_grad()
+        saved = saved_activation_bytes(model, idx)
+        results[half] = (saved, list(seen), model.h[0].attn.c_attn.weight.grad.clone())
+    (fp32_saved, fp32_seen, fp32_grad), (half_saved, half_seen, half_grad) = results[False], results[True]
+    assert fp32_seen == [torch.float32] * 3 and half_seen == [torch.bfloat16] * 3
+    # every LayerNorm (2 a block and ln_f) keeps its input, the stream, in 2 bytes an element instead of 4
+    assert fp32_saved - half_saved == (2 * L + 1) * B * T * C * 2, (fp32_saved, half_saved)
+    assert torch.allclose(half_grad, fp32_grad, rtol=0.05, atol=1e-4)
+
+
+def test_half_residual_run_follows_the_fp32_residual_run(tmp_path: Path) -> None:
+    """The flag reaches the model through the trainer, and a bf16 run with it trains like one without."""
+    plain = make_trainer(tmp_path, "plain", {"dropout": 0.0}, iters=8, precision="bf16")
+    half = make_trainer(tmp_path, "half", {"dropout": 0.0}, iters=8, precision="bf16", half_residual=True)
+    assert plain.raw_model.residual_dtype is None and half.raw_model.residual_dtype == torch.bfloat16
+    for a, b in zip(steps(plain, 8), steps(half, 8), strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=0.02), (a["loss"], b["loss"])
+
+
+def test_half_residual_needs_a_16_bit_precision(tmp_path: Path) -> None:
+    with pytest.raises(WikiGPTError, match="train.half_residual .* needs precision fp16 or bf16, not fp32"):
+        make_trainer(tmp_path, half_residual=True)

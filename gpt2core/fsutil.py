@@ -12,8 +12,45 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_start_time(pid: int) -> str | None:
+    """Kernel start time of `pid` (field 22 of /proc/<pid>/stat), None where unknown: tells a reused pid from
+    the original (pids wrap at 32,768 on many hosts)."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
+
+
+def _writer_tag() -> str:
+    """This process as a temporary name records it: `<pid>.<start time>` (`<pid>` where /proc is absent)."""
+    pid = os.getpid()
+    start = process_start_time(pid)
+    return f"{pid}.{start}" if start else str(pid)
+
+
+def _writer_alive(tag: str) -> bool | None:
+    """Whether the writer a temporary's tag names still runs; None when the tag is not one of ours."""
+    pid, _, start = tag.partition(".")
+    if not pid.isdigit() or (start and not start.isdigit()):
+        return None
+    if not pid_alive(int(pid)):
+        return False
+    fields = _proc_stat(int(pid))
+    if fields is None:
+        return True  # no /proc: the pid alone
+    if fields[0] in ("Z", "X"):
+        return False  # killed, not yet reaped: it writes nothing more
+    return not start or fields[19] == start  # a live pid started at another time is not the writer
+
+
 def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    return final.with_name(f".{final.name}.tmp-{_writer_tag()}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -28,14 +65,17 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(final: Path) -> None:
-    """Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` left beside `final` by a writer that was killed
+    """Delete `.<name>.tmp-<tag>` / `.<name>.old-<tag>` left beside `final` by a writer that was killed
     (SIGKILL, OOM, power) before its rename: otherwise every crash leaves a partial copy on disk for good.
-    An `.old-<pid>` with no `final` beside it is the previous good copy of a writer killed between its two
-    renames (replace_dir): it is put back, not deleted."""
+    The tag is the writer's pid and start time, so a live process that reused a dead writer's pid does not
+    keep its leftovers (tags of just a pid, from older versions, go by the pid alone). An `.old-<tag>` with
+    no `final` beside it is the previous good copy of a writer killed between its two renames
+    (replace_dir): it is put back, not deleted."""
+    mine = _writer_tag()
     for kind in ("tmp", "old"):
         for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
-            suffix = stale.name.rsplit("-", 1)[1]
-            if not suffix.isdigit() or int(suffix) == os.getpid() or pid_alive(int(suffix)):
+            tag = stale.name.rsplit("-", 1)[1]
+            if tag == mine or _writer_alive(tag) is not False:
                 continue
             if kind == "old" and not final.exists() and not final.is_symlink():
                 os.replace(stale, final)
@@ -82,7 +122,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
     """Put the finished directory `tmp` under the name `final`. An existing `final` is renamed aside first
     and deleted only after the new one is in place (a directory cannot be replaced by one rename)."""
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{_writer_tag()}")
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old)

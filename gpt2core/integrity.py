@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import pid_alive, sha256_file, write_text_atomic
+from gpt2core.fsutil import pid_alive, process_start_time, sha256_file, write_text_atomic
 from gpt2core.training.run_lock import GRACE_S, lock_holder
 
 CHECKSUMS = "checksums.json"
@@ -102,19 +102,10 @@ def newest_intact(candidates: Iterable[str | Path], warn: Callable[[str], None])
 OWNER = "wikigpt-lock-owner.json"
 
 
-def _start_time(pid: int) -> str | None:
-    """Kernel start time of `pid` (field 22 of /proc/<pid>/stat): tells a reused pid from the original."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
     """Note this process (host, pid, start time) as the holder of the lock just taken."""
     pid = os.getpid()
-    owner = {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}
+    owner = {"host": socket.gethostname(), "pid": pid, "start": process_start_time(pid)}
     write_text_atomic(Path(snakemake_dir) / OWNER, json.dumps(owner) + "\n")
 
 
@@ -142,7 +133,7 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
         return False
     if host != socket.gethostname() or pid == os.getpid() or newest_lock > recorded:
         return False  # another host, or locks taken after the owner was noted (a run not yet at onstart)
-    if pid_alive(pid) and (start is None or _start_time(pid) in (None, start)):
+    if pid_alive(pid) and (start is None or process_start_time(pid) in (None, start)):
         return False
     for run in runs:
         trainer = lock_holder(run, grace_s)

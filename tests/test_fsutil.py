@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from gpt2core.fsutil import atomic_dir, remove_stale_temporaries
+from gpt2core.fsutil import atomic_dir, process_start_time, remove_stale_temporaries
 from gpt2core.training.checkpoint import prune_checkpoints
 
 
@@ -58,6 +59,27 @@ def test_stale_temporaries_of_dead_writers_are_removed_when_final_exists(tmp_pat
         (tmp_path / name).mkdir()
     remove_stale_temporaries(final)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_killed_writer_not_yet_reaped_counts_as_dead(tmp_path: Path) -> None:
+    """A zombie (killed, its parent not yet waiting on it) still answers kill(pid, 0) but writes nothing more."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        start = process_start_time(child.pid)
+        final = tmp_path / "out"
+        (tmp_path / f".out.tmp-{child.pid}.{start}").mkdir()
+        remove_stale_temporaries(final)
+        assert (tmp_path / f".out.tmp-{child.pid}.{start}").exists()  # its writer is alive: kept
+        child.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        remove_stale_temporaries(final)
+        assert [p.name for p in tmp_path.iterdir()] == []
+    finally:
+        child.kill()
+        child.wait()
 
 
 def make_steps(root: Path, *steps: int) -> None:

@@ -94,10 +94,15 @@ def _live_processes() -> list[tuple[int, str, str]]:
             continue
         try:
             stat = (entry / "stat").read_text().rsplit(")", 1)[1]
-            if stat.split()[0] != "Z":
-                found.append((int(entry.name), stat, os.readlink(entry / "cwd")))
         except (OSError, IndexError):
+            continue  # gone
+        if stat.split()[0] == "Z":
             continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            cwd = ""  # a process on its way out has no cwd left, but it is still alive: keep it
+        found.append((int(entry.name), stat, cwd))
     return found
 
 

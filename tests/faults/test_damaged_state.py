@@ -20,6 +20,7 @@ from test_train_helpers import tiny_sections, write_manifest
 
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
+from gpt2core.fsutil import process_start_time
 from gpt2core.hf import load_hf
 from gpt2core.train import RunPaths, Trainer
 from gpt2core.training import checkpoint as ckpt
@@ -193,7 +194,7 @@ def lock_dir(tmp_path: Path, owner_pid: int, host: str | None = None, lock_after
     if not lock_after:
         (sm / "locks" / "0.output.lock").write_text("results/x\n")
     (sm / integrity.OWNER).write_text(json.dumps({"host": host or socket.gethostname(), "pid": owner_pid,
-                                                  "start": integrity._start_time(owner_pid)}))
+                                                  "start": process_start_time(owner_pid)}))
     if lock_after:
         time.sleep(0.01)
         (sm / "locks" / "0.output.lock").write_text("results/x\n")
@@ -340,15 +341,23 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path: Pa
     try:
         (tmp_path / f".out.bin.tmp-{dead}").write_bytes(b"partial")
         (tmp_path / f".out.bin.old-{dead}").write_bytes(b"previous")
-        (tmp_path / f".out.bin.tmp-{live.pid}").write_bytes(b"someone else, still writing")
+        started = process_start_time(live.pid)
+        (tmp_path / f".out.bin.tmp-{live.pid}").write_bytes(b"someone else, still writing (an older tag)")
+        (tmp_path / f".out.bin.tmp-{live.pid}.{started}").write_bytes(b"someone else, still writing")
+        # a dead writer whose pid a live process took since (pids wrap): its leftovers go all the same
+        (tmp_path / f".out.bin.tmp-{live.pid}.{int(started) - 1}").write_bytes(b"partial, pid since reused")
+        (tmp_path / f".part.old-{live.pid}.{int(started) - 1}").mkdir()
         (tmp_path / f".other.bin.tmp-{dead}").write_bytes(b"another output's leftover")
         (tmp_path / f".part.tmp-{dead}" / "AA").mkdir(parents=True)
         with atomic_path(tmp_path / "out.bin") as tmp:
+            assert tmp.name == f".out.bin.tmp-{os.getpid()}.{process_start_time(os.getpid())}"
             tmp.write_bytes(b"new")
+        (tmp_path / "part").mkdir()
         with atomic_dir(tmp_path / "part") as tmp:
             (tmp / "wiki_00").write_text("x")
         left = sorted(p.name for p in tmp_path.iterdir())
-        assert left == sorted([f".other.bin.tmp-{dead}", f".out.bin.tmp-{live.pid}", "out.bin", "part"]), left
+        assert left == sorted([f".other.bin.tmp-{dead}", f".out.bin.tmp-{live.pid}", f".out.bin.tmp-{live.pid}.{started}",
+                               "out.bin", "part"]), left
     finally:
         live.kill()
         live.wait()

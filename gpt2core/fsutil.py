@@ -34,19 +34,23 @@ def _writer_tag() -> str:
     return f"{pid}.{start}" if start else str(pid)
 
 
+def process_running(pid: int, start: str | None = None) -> bool:
+    """Whether process `pid` (started at `start`, when given) still runs on this host. A zombie (killed, not
+    yet reaped) does not: it can write nothing more. A live pid started at another time is another process."""
+    if not pid_alive(pid):
+        return False
+    fields = _proc_stat(pid)
+    if fields is None:
+        return True  # no /proc: the pid alone
+    return fields[0] not in ("Z", "X") and (not start or fields[19] == start)
+
+
 def _writer_alive(tag: str) -> bool | None:
     """Whether the writer a temporary's tag names still runs; None when the tag is not one of ours."""
     pid, _, start = tag.partition(".")
     if not pid.isdigit() or (start and not start.isdigit()):
         return None
-    if not pid_alive(int(pid)):
-        return False
-    fields = _proc_stat(int(pid))
-    if fields is None:
-        return True  # no /proc: the pid alone
-    if fields[0] in ("Z", "X"):
-        return False  # killed, not yet reaped: it writes nothing more
-    return not start or fields[19] == start  # a live pid started at another time is not the writer
+    return process_running(int(pid), start or None)
 
 
 def _tmp_name(final: Path) -> Path:

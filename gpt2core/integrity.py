@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import pid_alive, process_start_time, sha256_file, write_text_atomic
+from gpt2core.fsutil import process_running, process_start_time, sha256_file, write_text_atomic
 from gpt2core.training.run_lock import GRACE_S, lock_holder
 
 CHECKSUMS = "checksums.json"
@@ -133,7 +133,7 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
         return False
     if host != socket.gethostname() or pid == os.getpid() or newest_lock > recorded:
         return False  # another host, or locks taken after the owner was noted (a run not yet at onstart)
-    if pid_alive(pid) and (start is None or process_start_time(pid) in (None, start)):
+    if process_running(pid, start):
         return False
     for run in runs:
         trainer = lock_holder(run, grace_s)

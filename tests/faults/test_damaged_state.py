@@ -219,6 +219,24 @@ def test_lock_of_a_live_snakemake_is_kept(tmp_path: Path) -> None:
         live.wait()
 
 
+def test_lock_of_a_killed_snakemake_not_yet_reaped_is_removed(tmp_path: Path) -> None:
+    """kill -9 of Snakemake whose parent has not waited on it yet: a zombie answers kill(pid, 0), but it
+    holds nothing any more."""
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sm = lock_dir(tmp_path, victim.pid)
+        victim.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{victim.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert integrity.clear_stale_locks(sm, print)
+        assert not list((sm / "locks").iterdir())
+    finally:
+        victim.kill()
+        victim.wait()
+
+
 @pytest.mark.parametrize("case", ["other host", "lock newer than owner", "no owner record"])
 def test_lock_that_cannot_be_proven_stale_is_kept(tmp_path: Path, case: str) -> None:
     sm = lock_dir(tmp_path, dead_pid(), host="elsewhere" if case == "other host" else None,

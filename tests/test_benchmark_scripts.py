@@ -102,9 +102,23 @@ def test_gpu_benchmark_rows_name_their_options() -> None:
     from bench_gpu import row_options
 
     assert row_options("trainer seq1024 b16 bf16 compile half-residual", smoke=False) == {
-        "loss_chunk": 0, "half_residual": True}
+        "loss_chunk": 0, "half_residual": True, "grad_accum": 1}
     assert row_options("trainer seq1024 b16 bf16 compile loss-chunk2048", smoke=False) == {
-        "loss_chunk": 2048, "half_residual": False}
+        "loss_chunk": 2048, "half_residual": False, "grad_accum": 1}
+    assert row_options("trainer seq1024 b16 accum8 bf16 compile", smoke=False)["grad_accum"] == 8
+
+
+def test_gpu_benchmark_accumulation_row_counts_every_micro_batch(tmp_path: Path) -> None:
+    """An accum8 row's tokens/s counts all 8 micro-batches of a step: about the same as one micro-batch a
+    step (the work per token is the same), not an eighth of it."""
+    env = smoke_env(tmp_path)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--only", "trainer seq1024 b16 bf16 eager,"
+                           "b16 accum8 bf16 eager"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {json.loads(line)["row"]: json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()}
+    one, eight = rows["trainer seq1024 b16 bf16 eager"], rows["trainer seq1024 b16 accum8 bf16 eager"]
+    assert eight["step_s"] > 4 * one["step_s"]  # a step really ran 8 micro-batches
+    assert 0.5 < eight["tokens_per_s"] / one["tokens_per_s"] < 3.0
 
 
 def test_gpu_benchmark_only_runs_the_named_rows_in_the_order_named() -> None:

@@ -45,11 +45,11 @@ def process_running(pid: int, start: str | None = None) -> bool:
     return fields[0] not in ("Z", "X") and (not start or fields[19] == start)
 
 
-def _writer_alive(tag: str) -> bool | None:
-    """Whether the writer a temporary's tag names still runs; None when the tag is not one of ours."""
+def _writer_alive(tag: str) -> bool:
+    """Whether the writer a temporary's tag names may still run (a tag that is not one of ours: yes, keep it)."""
     pid, _, start = tag.partition(".")
     if not pid.isdigit() or (start and not start.isdigit()):
-        return None
+        return True
     return process_running(int(pid), start or None)
 
 
@@ -79,7 +79,7 @@ def remove_stale_temporaries(final: Path) -> None:
     for kind in ("tmp", "old"):
         for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
             tag = stale.name.rsplit("-", 1)[1]
-            if tag == mine or _writer_alive(tag) is not False:
+            if tag == mine or _writer_alive(tag):
                 continue
             if kind == "old" and not final.exists() and not final.is_symlink():
                 os.replace(stale, final)

@@ -28,6 +28,20 @@ def _pid_in(path: Path) -> str:
         return "unknown"
 
 
+def _flock_within(fd: int, operation: int, grace_s: float) -> bool:
+    """Take `operation` (LOCK_EX or LOCK_SH) on `fd`, retrying for up to `grace_s` seconds; False if it stayed
+    held by another process."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def hold_run_lock(checkpoints: str | Path, grace_s: float = GRACE_S) -> Iterator[None]:
     """Hold the run's lock for the duration; a holder still alive after `grace_s` is a one-line error naming
@@ -37,16 +51,9 @@ def hold_run_lock(checkpoints: str | Path, grace_s: float = GRACE_S) -> Iterator
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + grace_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise WikiGPTError(f"{Path(checkpoints)}: another trainer (pid {_pid_in(path)}) is training "
-                                       "this run; wait for it to end or stop it, then rerun") from None
-                time.sleep(0.05)
+        if not _flock_within(fd, fcntl.LOCK_EX, grace_s):
+            raise WikiGPTError(f"{Path(checkpoints)}: another trainer (pid {_pid_in(path)}) is training this run; "
+                               "wait for it to end or stop it, then rerun")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
@@ -62,15 +69,7 @@ def lock_holder(checkpoints: str | Path, grace_s: float = 0.0) -> str | None:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
-    deadline = time.monotonic() + grace_s
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return None
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return _pid_in(path)
-                time.sleep(0.05)
+        return None if _flock_within(fd, fcntl.LOCK_SH, grace_s) else _pid_in(path)
     finally:
         os.close(fd)

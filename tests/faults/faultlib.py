@@ -86,23 +86,18 @@ def start_plain(workdir: Path, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _live_processes() -> list[tuple[int, str, str]]:
-    """(pid, text after the command name in /proc/<pid>/stat, working directory) of every live process."""
+def _live_processes() -> list[tuple[int, list[str]]]:
+    """(pid, fields of /proc/<pid>/stat after the command name) of every live process but this one."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1]
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # gone
-        if stat.split()[0] == "Z":
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            cwd = ""  # a process on its way out has no cwd left, but it is still alive: keep it
-        found.append((int(entry.name), stat, cwd))
+        if fields[0] != "Z":
+            found.append((int(entry.name), fields))
     return found
 
 
@@ -113,15 +108,22 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""  # a process on its way out has no cwd left, though it is still alive
+
+
 def directory_processes(workdir: Path) -> list[tuple[int, str]]:
     """(pid, command line) of every live process, in any session, whose working directory is `workdir`."""
     target = str(workdir.resolve())
-    return [(pid, _cmdline(pid)) for pid, _stat, cwd in _live_processes() if cwd == target]
+    return [(pid, _cmdline(pid)) for pid, _fields in _live_processes() if _cwd(pid) == target]
 
 
 def session_processes(sid: int) -> list[tuple[int, str]]:
-    """(pid, command line) of every live process in session `sid`."""
-    return [(pid, _cmdline(pid)) for pid, stat, _cwd in _live_processes() if int(stat.split()[3]) == sid]
+    """(pid, command line) of every live process in session `sid` (its processes on their way out included)."""
+    return [(pid, _cmdline(pid)) for pid, fields in _live_processes() if int(fields[3]) == sid]
 
 
 def stage_running(sid: int, stage: str) -> bool:

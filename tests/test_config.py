@@ -123,7 +123,9 @@ def test_one_gpu_overlay_changes_only_training_settings_on_top_of_a_base(tmp_pat
     assert (model["seq_len"], model["n_positions"], model["dropout"]) == (1024, 1024, 0.0)
     assert model["n_layer"] == config["model"]["n_layer"]  # from the base
     assert (train["precision"], train["compile"], train["micro_batch"], train["lr"], train["beta2"]) == \
-        ("bf16", True, 16, 6.0e-4, 0.95)
+        ("bf16", "max-autotune", 32, 6.0e-4, 0.95)
+    assert (train["half_residual"], train["grad_accum"], train["warmup"]) == (True, 16, 700)
+    assert train["micro_batch"] * train["grad_accum"] * model["seq_len"] == 524_288  # llm.c's tokens a step
     assert train["threads"] == 3  # from the base
     assert "checkpoints/gpt2-small-1gpu" in line
 

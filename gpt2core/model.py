@@ -152,6 +152,9 @@ class GPT(nn.Module):
         # trainer sets the autocast dtype for train.half_residual: the reference's fp16 weights keep the stream
         # in 16 bits, which halves what LayerNorm and the residual adds read and write. Autocast only.
         self.residual_dtype: torch.dtype | None = None
+        # The blocks and ln_f as one function of (model, embeddings), set from outside by a speed lever
+        # (gpt2core.training.fused_add_norm); None: the plain loop in forward. Never used with a KV cache.
+        self.trunk: Callable[[GPT, torch.Tensor], torch.Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -189,12 +192,15 @@ class GPT(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
         if self.residual_dtype is not None:
             x = x.to(self.residual_dtype)  # the blocks' outputs are already in it under autocast
-        for block in self.h:
-            if self.activation_checkpointing and self.training and kv_cache is None:
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x, kv_cache)
-        x = self.ln_f(x)
+        if self.trunk is not None and kv_cache is None:
+            x = self.trunk(self, x)
+        else:
+            for block in self.h:
+                if self.activation_checkpointing and self.training and kv_cache is None:
+                    x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x, kv_cache)
+            x = self.ln_f(x)
         if head is not None:
             return head(x, self.lm_head.weight[: self.config.vocab_size])
         logits = self.lm_head(x)  # (B, T, V)

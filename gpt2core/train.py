@@ -63,12 +63,16 @@ from gpt2core.training.distributed import (
 )
 from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.grads import fused_grad_scale, global_grad_norm, unscale_and_clip_
+from gpt2core.training.lever_config import check_levers
+from gpt2core.training.levers import apply_model_levers
+from gpt2core.training.liger_loss import liger_head
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
 from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
+from gpt2core.training.step_graph import WholeStepGraph
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # train keys a finished run's weights do not depend on (the global batch is tp x dp x micro_batch x grad_accum)
@@ -167,13 +171,17 @@ class CausalLMLoss(torch.nn.Module):
     around the output layer, where compiling the model alone leaves 4-6 eager passes over the (B, T, V)
     logits (at GPT-2 small, batch 16, seq 1024: 3.3 GB each in fp32) to run after every forward."""
 
-    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device, loss_chunk: int = 0) -> None:
+    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device, loss_chunk: int = 0,
+                 liger: bool = False) -> None:
         super().__init__()
         self.model, self.precision, self.device_type = model, precision, device.type
         self.loss_chunk = loss_chunk  # > 0: the output layer and loss by chunks, no (B, T, V) logits
+        self.liger = liger  # train.liger_loss: the same through Liger-Kernel's fused linear cross-entropy
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with autocast_ctx(self.precision, torch.device(self.device_type)):
+            if self.liger:
+                return self.model(x, head=liger_head(y, mask, _AUTOCAST.get(self.precision, torch.float32)))
             if self.loss_chunk:
                 head = functools.partial(linear_cross_entropy, targets=y, mask=mask, chunk=self.loss_chunk,
                                          compute_dtype=_AUTOCAST.get(self.precision, torch.float32))
@@ -241,7 +249,9 @@ class Trainer:
                           "manifest_sha256": sha256_file(paths.manifest),
                           "padded_vocab_size": self.cfg.padded_vocab_size, "tp": self.plan.tp,
                           "dp": self.plan.dp}
+        check_levers(train_cfg, self.device.type)
         self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
+        apply_model_levers(self.raw_model, train_cfg, self.device)
         model, self.mesh = apply_parallelism(self.raw_model, self.env, train_cfg)
         self.dp_rank, self.dp_size = dp_rank_and_size(self.mesh)
         self.optimizer = build_optimizer(self.raw_model, train_cfg["lr"], train_cfg["weight_decay"],
@@ -257,7 +267,8 @@ class Trainer:
         if compile_kw is not None and self.tp:  # DTensor outputs: compile the model, the loss stays eager
             model = torch.compile(model, **compile_kw)
         self.loss_fn: torch.nn.Module = CausalLMLoss(model, self.precision, self.device,
-                                                     int(train_cfg.get("loss_chunk", 0)))
+                                                     int(train_cfg.get("loss_chunk", 0)),
+                                                     bool(train_cfg.get("liger_loss")))
         if compile_kw is not None and not self.tp:  # model and loss as one graph; shapes never change in a run
             self.loss_fn = torch.compile(self.loss_fn, dynamic=False, **compile_kw)
         self.train_source, self.valid_source = self._data(train_cfg)
@@ -267,6 +278,7 @@ class Trainer:
         # all devices' peak: flops_per_iter counts every dp rank's tokens, and tp splits each token's work
         device_peak = peak_flops(self.device, self.precision)
         self.peak = device_peak * self.env.world_size if device_peak else None
+        self.step_graph = WholeStepGraph(self.optimizer, self.device) if train_cfg.get("cuda_graph") else None
         self.state = State()
         self._prefetched: dict[int, list[Batch]] = {}
         self._last_finish = 0.0  # when the last iteration's work was done (an early-queued one's time starts there)
@@ -403,6 +415,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = self._prefetched.pop(index, None) or self._batches(index)
+        if self.step_graph is not None:  # train.cuda_graph: the whole step as one replayed CUDA graph
+            loss, norm = self.step_graph.run(batches, lr, self._graphed_step)
+            self._prefetched = {index + 1: self._batches(index + 1)}
+            return _Launched(index, lr, 1.0, loss, norm, t0, t_launched=time.perf_counter())
         scale = self.scaler.scale
         loss = forward_backward(self.loss_fn, batches, scale, self.device, self.tp)
         params = [p for p in self.raw_model.parameters() if p.grad is not None]
@@ -433,6 +449,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         launched.t_launched = time.perf_counter()
         return launched
+
+    def _graphed_step(self, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bf16/fp32 one-process step that train.cuda_graph captures: no host decision, nothing read."""
+        loss = forward_backward(self.loss_fn, batches, 1.0, self.device)
+        norm = global_grad_norm([p for p in self.raw_model.parameters() if p.grad is not None])
+        self.optimizer.grad_scale = fused_grad_scale(norm, 1.0, self.train_cfg["grad_clip"], self.device)
+        self.optimizer.step()
+        return loss, norm
 
     def _finish(self, q: _Launched) -> dict:
         """Read a queued iteration's loss and norm (the sync), book it, return its metrics line."""

@@ -7,9 +7,11 @@ import shlex
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.parallel_config import check_parallel_config, check_seq_len
+from gpt2core.training.lever_config import check_levers
 
-try:  # tensor/data-parallel layout errors stop the workflow before anything is launched
+try:  # tensor/data-parallel layout and speed-lever errors stop the workflow before anything is launched
     check_seq_len(config["model"]["seq_len"], check_parallel_config(config["model"], config["train"]))
+    check_levers(config["train"])
 except WikiGPTError as _exc:
     print(f"error: {_exc}", file=sys.stderr)
     sys.exit(1)

@@ -65,7 +65,7 @@ from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.grads import fused_grad_scale, global_grad_norm, unscale_and_clip_
 from gpt2core.training.lever_config import check_levers
 from gpt2core.training.levers import apply_model_levers
-from gpt2core.training.liger_loss import liger_head
+from gpt2core.training.liger_loss import LigerLoss
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
@@ -176,12 +176,13 @@ class CausalLMLoss(torch.nn.Module):
         super().__init__()
         self.model, self.precision, self.device_type = model, precision, device.type
         self.loss_chunk = loss_chunk  # > 0: the output layer and loss by chunks, no (B, T, V) logits
-        self.liger = liger  # train.liger_loss: the same through Liger-Kernel's fused linear cross-entropy
+        # train.liger_loss: the same through Liger-Kernel's fused linear cross-entropy
+        self.liger = LigerLoss(_AUTOCAST.get(precision, torch.float32)) if liger else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with autocast_ctx(self.precision, torch.device(self.device_type)):
-            if self.liger:
-                return self.model(x, head=liger_head(y, mask, _AUTOCAST.get(self.precision, torch.float32)))
+            if self.liger is not None:
+                return self.model(x, head=self.liger.head(y, mask))
             if self.loss_chunk:
                 head = functools.partial(linear_cross_entropy, targets=y, mask=mask, chunk=self.loss_chunk,
                                          compute_dtype=_AUTOCAST.get(self.precision, torch.float32))

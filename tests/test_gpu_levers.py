@@ -149,6 +149,29 @@ def test_liger_loss_run_follows_the_plain_run_on_a_gpu(tmp_path: Path) -> None:
         assert math.isclose(a["grad_norm"], b["grad_norm"], rel_tol=0.05), (a["grad_norm"], b["grad_norm"])
 
 
+def test_liger_head_counts_the_loss_as_lm_loss_does() -> None:
+    """What we hand Liger (masked positions as its ignore_index, the real vocabulary's rows of the output weight,
+    the hidden states in the compute dtype) gives lm_loss's masked mean and gradients, with torch's cross-entropy
+    standing in for Liger's kernels, which compute it and cannot run without CUDA."""
+    from gpt2core.training.liger_loss import LigerLoss
+
+    def torch_flce(h, w, t, ignore_index, reduction, accum_dtype):
+        return torch.nn.functional.cross_entropy((h @ w.T).float(), t, ignore_index=ignore_index,
+                                                 reduction=reduction)
+
+    model = small_gpt()
+    x, y = torch.randint(0, 300, (2, 4, 32))
+    mask = (torch.rand(4, 32) > 0.3).float()
+    ref = lm_loss(model(x), y, mask)
+    ref.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    loss = model(x, head=LigerLoss(torch.float32, torch_flce).head(y, mask))
+    loss.backward()
+    assert math.isclose(loss.item(), ref.item(), rel_tol=1e-6)
+    assert worst_rel({n: p.grad for n, p in model.named_parameters()}, ref_grads) < 1e-5
+
+
 def test_liger_loss_on_cpu_is_a_config_error(tmp_path: Path) -> None:
     """Liger's Triton kernels need CUDA: a CPU run stops in one line before building anything."""
     with pytest.raises(WikiGPTError, match=r"train.liger_loss needs a CUDA device .*this run is on cpu"):

@@ -38,9 +38,9 @@ class WholeStepGraph:
         for group in self.optimizer.param_groups:  # again every step: a checkpoint load replaces the groups
             group["lr"], group["capturable"] = self.lr, True
         if self.static is None:
-            self.static = [Batch(*(t.clone() for t in b)) for b in batches]
+            self.static = [Batch(b.x.clone(), b.y.clone(), b.mask.clone()) for b in batches]
         for static, batch in zip(self.static, batches, strict=True):
-            for dst, src in zip(static, batch, strict=True):
+            for dst, src in ((static.x, batch.x), (static.y, batch.y), (static.mask, batch.mask)):
                 dst.copy_(src, non_blocking=True)
         if self.graph is None and self.eager_steps < self.warmup:
             return self._eager(step_fn)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, shared_file
 
 
 def smoke_env(out: Path) -> dict:
@@ -102,10 +102,61 @@ def test_gpu_benchmark_rows_name_their_options() -> None:
     from bench_gpu import row_options
 
     assert row_options("trainer seq1024 b16 bf16 compile half-residual", smoke=False) == {
-        "loss_chunk": 0, "half_residual": True, "grad_accum": 1}
+        "loss_chunk": 0, "half_residual": True, "grad_accum": 1, "levers": {}}
     assert row_options("trainer seq1024 b16 bf16 compile loss-chunk2048", smoke=False) == {
-        "loss_chunk": 2048, "half_residual": False, "grad_accum": 1}
+        "loss_chunk": 2048, "half_residual": False, "grad_accum": 1, "levers": {}}
     assert row_options("trainer seq1024 b16 accum8 bf16 compile", smoke=False)["grad_accum"] == 8
+    assert row_options("trainer seq1024 b32 bf16 compile half-residual float8 cuda-graph fused-add-norm",
+                       smoke=False)["levers"] == {"float8": "rowwise", "cuda_graph": True, "fused_add_norm": True}
+    assert row_options("trainer seq1024 b32 bf16 compile half-residual float8-tensorwise liger",
+                       smoke=False)["levers"] == {"float8": "tensorwise", "liger_loss": True}
+
+
+def test_gpu_benchmark_runs_the_levers_after_their_anchor() -> None:
+    """gpu.sh's default selection: the current best at the default compile mode first (a budget cut keeps
+    it), then each lever on top of it; the 1-GPU preset's max-autotune row only when asked for."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_gpu import select_rows
+
+    rows = [(name,) for name in (
+        "trainer seq1024 b32 bf16 compile", "trainer seq1024 b32 bf16 compile half-residual",
+        "trainer seq1024 b32 bf16 compile half-residual float8", "trainer seq1024 b32 bf16 compile half-residual liger",
+        "trainer seq1024 b32 accum16 bf16 max-autotune half-residual")]
+    assert select_rows(rows, "trainer seq1024 b32 bf16 compile half-residual") == rows[1:4]
+    assert select_rows(rows, "b32 accum16") == rows[4:]
+    script = (REPO / "benchmarks/gpu.sh").read_text(encoding="utf-8")
+    assert 'ROWS=(--only "trainer seq1024 b32 bf16 compile half-residual")' in script
+
+
+def test_gpu_benchmark_smoke_runs_a_lever_row(tmp_path: Path) -> None:
+    """A lever's row reaches the trainer with its key (train.fused_add_norm: the only lever that runs on CPU)."""
+    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh"), "--only", "eager fused-add-norm"],
+                          env=smoke_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rows] == ["trainer seq1024 b16 bf16 eager fused-add-norm"]
+    assert rows[0]["tokens_per_s"] > 0
+
+
+def test_gpu_loss_curves_on_the_shared_enwiki_text(tmp_path: Path) -> None:
+    """prepare_gpu_text.sh tokenizes the shared enwiki excerpt with the project's own data stages; gpu.sh's
+    smoke mode then trains the plain path and a lever on it and prints both curves and the verdict."""
+    shared_file("enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    data = tmp_path / "gpu_data"
+    env = {**smoke_env(tmp_path), "GPU_DATA": str(data)}
+    prep = subprocess.run(["bash", str(REPO / "benchmarks/prepare_gpu_text.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    manifest = json.loads((data / "results/data/manifest.json").read_text())
+    assert manifest["tokenizer"]["vocab_size"] == 50257 and manifest["splits"]["train"]["tokens"] > 400_000
+    proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu.sh")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss curve fused_add_norm: last window" in proc.stdout and "trains as well" in proc.stdout, \
+        proc.stdout[-2000:]
+    curves = json.loads((tmp_path / "loss_curves.json").read_text())
+    assert [c["lever"] for c in curves] == ["plain", "fused_add_norm"]
+    assert curves[0]["losses"] == pytest.approx(curves[1]["losses"], rel=1e-5)  # fp32: the same curve
 
 
 def test_gpu_benchmark_accumulation_row_counts_every_micro_batch(tmp_path: Path) -> None:

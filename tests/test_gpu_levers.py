@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -94,6 +95,21 @@ def test_fused_add_norm_run_follows_the_plain_run(tmp_path: Path) -> None:
     assert plain.raw_model.trunk is None and fused.raw_model.trunk is not None
     for a, b in zip(steps(plain, 6), steps(fused, 6), strict=True):
         assert math.isclose(a["loss"], b["loss"], rel_tol=1e-5), (a["loss"], b["loss"])
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile on CPU needs a C compiler")
+def test_fused_add_norm_compiles_into_the_same_run(tmp_path: Path) -> None:
+    """What the lever is for: torch.compile traces AddLayerNorm (no graph break to fall back on) and the
+    compiled fused run follows the eager plain run, fp32 on CPU, to 1e-5 over 4 steps."""
+    plain = make_trainer(tmp_path, "plain", {"dropout": 0.0}, iters=4)
+    fused = make_trainer(tmp_path, "fused", {"dropout": 0.0}, iters=4, fused_add_norm=True, compile=True)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        fused_steps = steps(fused, 4)
+    for a, b in zip(steps(plain, 4), fused_steps, strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-5), (a["loss"], b["loss"])
+    graph_breaks = torch._dynamo.utils.counters["graph_break"]
+    assert not graph_breaks, dict(graph_breaks)
 
 
 # ---- float8 (torchao) ------------------------------------------------------------------------------------

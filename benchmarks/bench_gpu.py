@@ -95,7 +95,20 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
     dt = statistics.median(times)
     if profile:
         print_profile(lambda: next(records), dt, smoke)
-    return {"tokens_per_s": mb * grad_accum * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device}
+    return {"tokens_per_s": mb * grad_accum * seq / dt, "step_s": dt, "cfg": trainer.cfg, "device": trainer.device,
+            "levers": levers_in_effect(trainer)}
+
+
+def levers_in_effect(trainer: Trainer) -> list[str]:
+    """The speed levers the timed steps really ran with, read off the trainer (not its config): a row whose
+    lever did not take (a CUDA graph never captured, no module swapped) says so in gpu_bench.jsonl."""
+    loss = getattr(trainer.loss_fn, "_orig_mod", trainer.loss_fn)  # under torch.compile
+    found = {"fused_add_norm": trainer.raw_model.trunk is not None,
+             "float8": any(type(m).__name__ == "Float8Linear" for m in trainer.raw_model.modules()),
+             "liger_loss": loss.liger is not None, "loss_chunk": bool(loss.loss_chunk),
+             "half_residual": trainer.raw_model.residual_dtype is not None,
+             "cuda_graph": trainer.step_graph is not None and trainer.step_graph.graph is not None}
+    return [name for name, on in found.items() if on]
 
 
 # Where a kernel's time goes, by its name (first match wins). Attention comes before matmul: cuDNN's flash
@@ -328,10 +341,11 @@ def main() -> None:
                 results[name] = {**r, "mfu": mfu}
             line = (f"{name:40s} {r['tokens_per_s']:10.0f} tok/s  MFU {100 * mfu if mfu else float('nan'):5.1f}%"
                     f"  step {r['step_s'] * 1000:7.1f} ms  mem {mem:5.1f} GiB  ({time.perf_counter() - t0:.0f} s"
-                    " incl. warm-up/compile)")
+                    " incl. warm-up/compile)" + (f"  levers: {','.join(r['levers'])}" if r.get("levers") else ""))
             print(line, flush=True)
             log.write(json.dumps({"row": name, "tokens_per_s": r["tokens_per_s"], "step_s": r["step_s"],
-                                  "mfu": mfu, "mem_gib": mem, "torch": torch.__version__}) + "\n")
+                                  "mfu": mfu, "mem_gib": mem, "torch": torch.__version__,
+                                  "levers": r.get("levers", [])}) + "\n")
             log.flush()
             if not smoke:
                 torch.cuda.empty_cache()

@@ -94,7 +94,7 @@ def test_gpu_benchmark_smoke_runs_an_extra_half_residual_row(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
     assert [r["row"] for r in rows] == ["trainer seq1024 b16 bf16 eager half-residual"]
-    assert rows[0]["tokens_per_s"] > 0
+    assert rows[0]["tokens_per_s"] > 0 and rows[0]["levers"] == ["half_residual"]
 
 
 def test_gpu_benchmark_rows_name_their_options() -> None:
@@ -135,7 +135,7 @@ def test_gpu_benchmark_smoke_runs_a_lever_row(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "gpu_bench.jsonl").read_text().splitlines()]
     assert [r["row"] for r in rows] == ["trainer seq1024 b16 bf16 eager fused-add-norm"]
-    assert rows[0]["tokens_per_s"] > 0
+    assert rows[0]["tokens_per_s"] > 0 and rows[0]["levers"] == ["fused_add_norm"]  # read off the trainer
 
 
 def test_gpu_loss_curves_on_the_shared_enwiki_text(tmp_path: Path) -> None:

@@ -212,3 +212,18 @@ def test_gpu_benchmark_cdt_rows_turn_on_coordinate_descent_tuning_for_that_row_o
     assert inductor_config.coordinate_descent_tuning == before
     with inductor_options("trainer seq1024 b16 bf16 compile"):
         assert inductor_config.coordinate_descent_tuning == before
+
+
+def test_gpu_loss_curves_flag_a_lever_that_trains_worse() -> None:
+    """The verdict compares each lever's last window with the plain path's: within the tolerance it trains as
+    well, beyond it (either way) it DIFFERS; the curves print one line a window."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_loss_curves import report
+
+    plain = {"lever": "plain", "losses": [10.0, 8.0, 6.0, 5.0], "valid": 5.5, "seconds": 10.0}
+    close = {"lever": "float8", "losses": [10.0, 8.1, 6.1, 5.05], "valid": 5.6, "seconds": 8.0}
+    worse = {"lever": "cuda_graph", "losses": [10.0, 8.0, 6.5, 5.5], "valid": None, "seconds": 7.0}
+    lines = report([plain, close, worse], window=2, tolerance=0.02)
+    assert lines[1].split() == ["1-2", "9.0000", "9.0500", "9.0000"]
+    assert lines[-2] == "loss curve float8: last window 5.5750 vs plain 5.5000 (+1.36%): trains as well (tolerance 2%)"
+    assert lines[-1] == "loss curve cuda_graph: last window 6.0000 vs plain 5.5000 (+9.09%): DIFFERS (tolerance 2%)"

@@ -13,6 +13,7 @@ A lever "trains as well" here when its last window's mean loss is within --toler
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -133,6 +134,7 @@ def main() -> None:
                       flush=True)
                 if lever == "plain":
                     raise
+            gc.collect()  # the last run's trainer (model, optimizer, a CUDA graph's pool) before the next one
             if not args.smoke:
                 torch.cuda.empty_cache()
     for line in report(results, args.window, args.tolerance):

@@ -24,7 +24,7 @@ from gpt2core.training.lever_config import LIGER, TORCHAO, check_levers, import_
 
 LEVER_KEYS = ("liger_loss", "fused_add_norm", "cuda_graph", "float8")
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (runs on the GPU machine)")
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (on the lent one, gpu_loss_curves.py checks the same)")
 
 
 def small_gpt(seed: int = 0, layers: int = 3, embd: int = 32) -> GPT:

@@ -124,7 +124,7 @@ def test_one_gpu_overlay_changes_only_training_settings_on_top_of_a_base(tmp_pat
     assert model["n_layer"] == config["model"]["n_layer"]  # from the base
     assert (train["precision"], train["compile"], train["micro_batch"], train["lr"], train["beta2"]) == \
         ("bf16", "max-autotune", 32, 6.0e-4, 0.95)
-    assert (train["half_residual"], train["grad_accum"], train["warmup"]) == (True, 16, 700)
+    assert (train["half_residual"], train["grad_accum"], train["warmup"]) == (True, 16, 172)
     assert train["micro_batch"] * train["grad_accum"] * model["seq_len"] == 524_288  # llm.c's tokens a step
     assert train["threads"] == 3  # from the base
     assert "checkpoints/gpt2-small-1gpu" in line

@@ -23,7 +23,6 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
-from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -43,6 +42,7 @@ from gpt2core.training.checkpoint import (
     set_rng_state,
     step_dir,
 )
+from gpt2core.training.dcp_read import safe_load
 
 LAYOUT = "dcp"
 TIED = "lm_head.weight"  # tied to wte.weight: stored once
@@ -128,10 +128,7 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     check_compatible(ckpt, meta, model_config)
     check_complete(ckpt, meta)
     state = _state(model, optimizer)
-    try:
-        dcp.load(state, checkpoint_id=str(ckpt / "dcp"))
-    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
+    safe_load(state, ckpt / "dcp")
     model_sd = state["model"]
     opts = StateDictOptions(strict=False)
     if optimizer is not None:
@@ -172,10 +169,7 @@ def _read_full_groups(ckpt: Path, keys: list[str]) -> Iterator[dict[str, torch.T
     sizes = {k: metadata[k].size.numel() * metadata[k].properties.dtype.itemsize for k in keys}
     for group in read_groups(sizes, READ_GROUP_BYTES):
         full = {k: torch.empty(metadata[k].size, dtype=metadata[k].properties.dtype) for k in group}
-        try:
-            dcp.load(full, checkpoint_id=str(ckpt / "dcp"))
-        except (Exception, CheckpointException) as exc:
-            raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
+        safe_load(full, ckpt / "dcp")
         yield full
 
 
@@ -245,12 +239,6 @@ def _load_rng(ckpt: Path) -> None:
     set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
 
 
-def _reason(exc: BaseException) -> str:
-    """DCP wraps the cause in a multi-line traceback per rank: keep its last line (e.g. the missing file)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(exc).__name__
-
-
 def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Offline, one process, no process group: (meta, the full model tensors as saved), i.e. in the
     tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.merge undoes that."""
@@ -267,10 +255,7 @@ def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tenso
             model_sd[key[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
     if not model_sd:
         raise WikiGPTError(f"{ckpt / 'dcp'}: no model tensors in the checkpoint")
-    try:
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore", UserWarning)
-            dcp.load({"model": model_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
-    except (Exception, CheckpointException) as exc:
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot read sharded checkpoint ({_reason(exc)})") from None
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        safe_load({"model": model_sd}, ckpt / "dcp", what="read", no_dist=True)
     return meta, model_sd

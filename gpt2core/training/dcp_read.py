@@ -1,0 +1,89 @@
+"""Reading a torch.distributed.checkpoint (DCP) directory without running code from it.
+
+Why: DCP stores every non-tensor entry of a state dict (the optimizer's `param_groups`: lr, betas, eps, ...)
+as a pickle inside the `.distcp` shard files, and its DefaultLoadPlanner reads those bytes with
+`torch.load(weights_only=False)`: a checkpoint could run any code on every rank that resumes it (the
+checksums cannot stop that: whoever can write the checkpoint can rewrite them). `WeightsOnlyLoadPlanner`
+reads those items with `torch.load(weights_only=True)` (plain data and tensors only) and refuses anything
+else in one line naming the shard file. Tensors DCP already reads with weights_only=True; its `.metadata`
+(plain pickle) is checked by gpt2core.integrity.check_dcp_metadata before DCP opens it.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.planner import ReadItem
+
+from gpt2core.errors import WikiGPTError
+
+
+class UnsafeCheckpointItem(WikiGPTError):
+    """A non-tensor DCP item whose pickle names something other than plain data."""
+
+
+def _why(exc: BaseException) -> str:
+    """The one fact worth a line from torch's weights_only refusal (several paragraphs long)."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it names {found.group(1)}, not plain data"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
+    """DefaultLoadPlanner whose non-tensor items are unpickled with `torch.load(weights_only=True)`."""
+
+    def __init__(self, directory: str | Path, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.directory = Path(directory)
+
+    def _file_of(self, read_item: ReadItem) -> Path:
+        storage = getattr(self.metadata, "storage_data", None) or {}
+        info = storage.get(read_item.storage_index)
+        return self.directory / info.relative_path if info is not None else self.directory
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
+        try:
+            obj = torch.load(value, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as exc:
+            raise UnsafeCheckpointItem(f"{self._file_of(read_item)}: refusing to unpickle item {fqn} "
+                                       f"({_why(exc)}); a checkpoint holds only tensors and plain values "
+                                       "there") from None
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
+        else:
+            self.state_dict[fqn] = obj
+
+
+def reason(exc: BaseException) -> str:
+    """DCP wraps the cause in a multi-line traceback per rank: keep its last line (e.g. the missing file)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
+def safe_load(state: dict, directory: str | Path, what: str = "load", **kwargs: object) -> None:
+    """`dcp.load(state)` from `directory` through WeightsOnlyLoadPlanner; every failure is one
+    WikiGPTError: a refused item as itself (whichever rank met it), anything else naming `directory`."""
+    directory = Path(directory)
+    try:
+        dcp.load(state, checkpoint_id=str(directory), planner=WeightsOnlyLoadPlanner(directory), **kwargs)
+    except UnsafeCheckpointItem:
+        raise
+    except CheckpointException as exc:  # a BaseException: every rank's failure, pickled across ranks
+        for failure, _trace in exc.failures.values():
+            if isinstance(failure, UnsafeCheckpointItem):
+                raise UnsafeCheckpointItem(str(failure)) from None
+        raise WikiGPTError(f"{directory}: cannot {what} sharded checkpoint ({reason(exc)})") from None
+    except Exception as exc:
+        raise WikiGPTError(f"{directory}: cannot {what} sharded checkpoint ({reason(exc)})") from None

@@ -6,10 +6,12 @@ decision in training.loss_scale, training.checkpoint), so gpt2core.parallel plug
 
 Resume rules (checkpoints/<run>/ is not a Snakemake output, so it survives a killed job):
 - a step checkpoint and no `finished.json`: the last run was killed; resume from the newest checkpoint;
-- `finished.json` present: the last run completed and Snakemake asks for a new one (--forcerun, changed
-  params): start from step 0, removing the old run's checkpoints; except when only train keys that cannot
-  change the weights changed (NON_WEIGHT_KEYS: log interval, checkpoint rotation, threads, launch layout)
-  and the model, data and tokenizer are the same: then the finished run is kept and its outputs rewritten.
+- `finished.json` present and the same model, data, tokenizer, iterations and train settings (but for
+  NON_WEIGHT_KEYS: log interval, checkpoint rotation, threads, launch layout): the finished run is this
+  config's result: kept, its outputs rewritten, no step run (e.g. a plain rerun after a Snakemake killed
+  while its trainer ran on and finished); unless the workflow was told to force train (`--forcerun train`,
+  training.retrain's note): then, as after any change that can alter the weights, start from step 0,
+  removing the old run's checkpoints.
 Everything the next step needs is in the checkpoint or a pure function of the step (data order, LR), so a
 resumed CPU fp32 run ends with bitwise the same weights as an uninterrupted one.
 """
@@ -52,6 +54,7 @@ from gpt2core.parallel import (
 )
 from gpt2core.parallel import global_grad_norm as mesh_grad_norm
 from gpt2core.training import checkpoint as ckpt
+from gpt2core.training import retrain
 from gpt2core.training.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -292,18 +295,22 @@ class Trainer:
         finished = root / ckpt.FINISHED
         had_finished = finished.exists()
         found = ckpt.list_checkpoints(root)
+        forced = retrain.requested(root)
         latest, kept = None, None
         if found and not had_finished:  # resuming: the newest checkpoint that verifies (warns about newer damaged)
             latest = integrity.newest_intact(found, self.log)
-        elif found:
+        elif found and not forced:
             kept = self._finished_run_to_keep(found[-1])
         barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
+        if self.env.is_main:
+            retrain.clear(root)  # a note for this start only
         if kept is not None:
             return self._keep_finished(*kept)
         if had_finished or latest is None:
             if self.env.is_main and root.exists():
                 if had_finished:
-                    self.log(f"previous run in {root} had finished: training again from step 0")
+                    why = "--forcerun train" if forced else "its weights could differ under this config"
+                    self.log(f"previous run in {root} had finished: training again from step 0 ({why})")
                 for old in ckpt.list_checkpoints(root):
                     shutil.rmtree(old)
                 finished.unlink(missing_ok=True)
@@ -336,8 +343,7 @@ class Trainer:
 
     def _finished_run_to_keep(self, final: Path) -> tuple[dict, list[str]] | None:
         """(meta, changed keys) when the finished run's final checkpoint is what this config would train:
-        same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS, at least one of
-        which changed (an unchanged config is a --forcerun: train again). None otherwise."""
+        same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS. None otherwise."""
         try:
             meta = ckpt.read_meta(final)
         except WikiGPTError:
@@ -348,7 +354,7 @@ class Trainer:
             return None  # (the manifest's hash covers every shard's: the same hash, the same data)
         saved = meta["train_config"]
         changed = sorted(k for k in set(saved) | set(self.train_cfg) if saved.get(k) != self.train_cfg.get(k))
-        if not changed or not set(changed) <= NON_WEIGHT_KEYS:
+        if not set(changed) <= NON_WEIGHT_KEYS:
             return None
         try:  # last: it reads the whole checkpoint, which only a run about to be kept needs
             integrity.verify_checksums(final)
@@ -359,9 +365,10 @@ class Trainer:
     def _keep_finished(self, meta: dict, changed: list[str]) -> int:
         """Take the finished run as this one's result: its state, its metrics, the new keep_last."""
         root = self.paths.checkpoints
-        self.log(f"previous run in {root} finished with the same model, data and training; only "
-                 f"{', '.join(changed)} changed, which cannot change its weights: keeping it (remove {root} to "
-                 "train again)")
+        what = (f"only {', '.join(changed)} changed, which cannot change its weights" if changed
+                else "nothing changed (its outputs were lost, e.g. to a killed Snakemake)")
+        self.log(f"previous run in {root} finished with the same model, data and training; {what}: keeping "
+                 "it and rewriting its outputs (`--forcerun train` trains again)")
         if self.env.is_main:
             ckpt.prune_checkpoints(root, int(meta["step"]), self.train_cfg["keep_last"])
         barrier()

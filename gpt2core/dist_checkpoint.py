@@ -33,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import replace_dir
+from gpt2core.model_limits import check_tensor_bytes
 from gpt2core.training.checkpoint import (
     FORMAT,
     check_compatible,
@@ -167,6 +168,7 @@ def _read_full_groups(ckpt: Path, keys: list[str]) -> Iterator[dict[str, torch.T
     if missing:
         raise WikiGPTError(f"{ckpt / 'dcp'}: tensor {missing[0]} missing")
     sizes = {k: metadata[k].size.numel() * metadata[k].properties.dtype.itemsize for k in keys}
+    check_tensor_bytes(sum(sizes.values()), ckpt / "dcp" / ".metadata")
     for group in read_groups(sizes, READ_GROUP_BYTES):
         full = {k: torch.empty(metadata[k].size, dtype=metadata[k].properties.dtype) for k in group}
         safe_load(full, ckpt / "dcp")
@@ -249,10 +251,11 @@ def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tenso
         metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata()
     except Exception as exc:
         raise WikiGPTError(f"{ckpt / 'dcp' / '.metadata'}: unreadable ({exc})") from None
-    model_sd: dict[str, torch.Tensor] = {}
-    for key, md in metadata.state_dict_metadata.items():
-        if key.startswith("model.") and isinstance(md, TensorStorageMetadata):
-            model_sd[key[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
+    wanted = {key[len("model."):]: md for key, md in metadata.state_dict_metadata.items()
+              if key.startswith("model.") and isinstance(md, TensorStorageMetadata)}
+    check_tensor_bytes(sum(md.size.numel() * md.properties.dtype.itemsize for md in wanted.values()),
+                       ckpt / "dcp" / ".metadata")
+    model_sd = {name: torch.empty(md.size, dtype=md.properties.dtype) for name, md in wanted.items()}
     if not model_sd:
         raise WikiGPTError(f"{ckpt / 'dcp'}: no model tensors in the checkpoint")
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is

@@ -22,6 +22,7 @@ from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.model import GPTConfig
+from gpt2core.model_limits import check_model_size
 
 FORMAT = 1
 FINISHED = "finished.json"
@@ -150,10 +151,20 @@ def full_state_dict(ckpt: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor
     meta = read_meta(ckpt)
     if int(meta.get("tp", 1)) != 1:
         raise WikiGPTError(f"{ckpt}: tensor-parallel checkpoint (tp={meta['tp']}) needs gpt2core.merge")
-    try:
-        cfg = GPTConfig(**meta["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise WikiGPTError(f"{ckpt / 'meta.json'}: bad model_config ({exc})") from None
+    cfg = config_from_meta(ckpt, meta)
     sd = _load_tensors(ckpt / "model.safetensors")
     sd["lm_head.weight"] = sd["wte.weight"]
     return cfg, sd
+
+
+def config_from_meta(ckpt: Path, meta: dict) -> GPTConfig:
+    """The GPTConfig meta.json records, its sizes bounded before anything is built from them."""
+    stored = meta.get("model_config")
+    source = ckpt / "meta.json"
+    if not isinstance(stored, dict):
+        raise WikiGPTError(f"{source}: bad model_config (not an object)")
+    check_model_size(stored, source, {k: f"model_config.{k}" for k in stored})
+    try:
+        return GPTConfig(**stored)
+    except (TypeError, ValueError) as exc:
+        raise WikiGPTError(f"{source}: bad model_config ({exc})") from None

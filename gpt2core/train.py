@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -40,7 +41,7 @@ from gpt2core import integrity
 from gpt2core.blend import blend_data
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
-from gpt2core.loader import Batch, BatchSource, load_manifest
+from gpt2core.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     check_parallel_config,
@@ -54,7 +55,7 @@ from gpt2core.parallel import (
 )
 from gpt2core.parallel import global_grad_norm as mesh_grad_norm
 from gpt2core.training import checkpoint as ckpt
-from gpt2core.training import retrain
+from gpt2core.training import retrain, shard_check
 from gpt2core.training.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -72,6 +73,7 @@ from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
 from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
+from gpt2core.training.shard_check import verify_shards
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # train keys a finished run's weights do not depend on (the global batch is tp x dp x micro_batch x grad_accum)
@@ -85,6 +87,7 @@ class RunPaths:
     checkpoints: Path
     done: Path
     metrics: Path
+    workdir: Path | None = None  # shards the manifest lists must lie under it (None: not checked)
 
 
 @dataclass
@@ -232,6 +235,7 @@ class Trainer:
         if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise WikiGPTError("config: train.precision bf16 is not supported by this GPU; use fp16")
         self.manifest = load_manifest(paths.manifest)
+        self._verify_shards()
         tok = self.manifest["tokenizer"]
         self.plan = check_parallel_config(model_cfg, train_cfg, int(tok["vocab_size"]))
         check_seq_len(int(model_cfg["seq_len"]), self.plan)
@@ -283,6 +287,15 @@ class Trainer:
         if not data.valid:
             self.log(f"warning: no valid loss ({self.paths.manifest}: no corpus has a valid window)")
         return data.train, data.valid or None
+
+    def _verify_shards(self) -> None:
+        """The shards are the manifest's (gpt2core.training.shard_check) before anything reads them: the main
+        rank checks sizes and hashes what changed since its last check; the others check sizes."""
+        main = self.env.is_main
+        verify_shards(self.manifest, self.paths.manifest, np.dtype(_DTYPES[self.manifest["dtype"]]).itemsize,
+                      workdir=self.paths.workdir, hash_changed=main,
+                      cache=self.paths.checkpoints / shard_check.CACHE if main else None)
+        barrier()
 
     def log(self, message: str) -> None:
         if self.env.is_main:
@@ -610,7 +623,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def run() -> None:
-        paths = RunPaths(args.manifest, args.checkpoints, args.done, args.metrics)
+        paths = RunPaths(args.manifest, args.checkpoints, args.done, args.metrics, workdir=Path.cwd())
         # the global rank 0 holds the run's lock (torchrun stops the other ranks when it fails to get it)
         lock = hold_run_lock(args.checkpoints) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
         with lock:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -43,6 +44,7 @@ from gpt2core.training.checkpoint import (
     set_rng_state,
     step_dir,
 )
+from gpt2core.training.checkpoint_io import reraise_os_error, torch_save
 from gpt2core.training.dcp_read import safe_load
 
 LAYOUT = "dcp"
@@ -88,15 +90,25 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
             shutil.rmtree(tmp)
         (tmp / "rng").mkdir(parents=True)
     _barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
-    torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
-    _barrier()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    try:
+        try:
+            dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+        except CheckpointException as exc:  # a full disk: raise the OSError itself, not DCP's wrapper
+            reraise_os_error(exc)
+            raise
+        torch_save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+        _barrier()
+        if rank == 0:
+            full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
+            (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+            integrity.write_checksums(tmp)
+            replace_dir(tmp, final)
+    except BaseException:
+        if world == 1:  # no other rank writes there: remove the partial copy (several ranks: the next save does)
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if rank == 0:
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
-        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
-        integrity.write_checksums(tmp)
-        replace_dir(tmp, final)
         prune_checkpoints(root, step, keep_last)
     _barrier()
     return final

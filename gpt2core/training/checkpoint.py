@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from gpt2core import integrity
@@ -23,6 +23,7 @@ from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.model import GPTConfig
 from gpt2core.model_limits import check_model_size
+from gpt2core.training.checkpoint_io import save_safetensors, torch_save
 
 FORMAT = 1
 FINISHED = "finished.json"
@@ -72,9 +73,9 @@ def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: to
     """Write step_<step>/ atomically, then delete all but the newest `keep_last` step directories."""
     final = step_dir(root, step)
     with atomic_dir(final) as tmp:
-        save_file(model_tensors(model), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+        save_safetensors(model_tensors(model), tmp / "model.safetensors")  # a full disk: its OSError
+        torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save(rng_state(), tmp / "rng.pt")
         full_meta = {"format": FORMAT, "step": step, **meta}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
         integrity.write_checksums(tmp)

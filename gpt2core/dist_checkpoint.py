@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
@@ -45,7 +44,7 @@ from gpt2core.training.checkpoint import (
     step_dir,
 )
 from gpt2core.training.checkpoint_io import reraise_os_error, torch_save
-from gpt2core.training.dcp_read import safe_load
+from gpt2core.training.dcp_read import read_metadata, safe_load
 
 LAYOUT = "dcp"
 TIED = "lm_head.weight"  # tied to wte.weight: stored once
@@ -175,7 +174,7 @@ def read_groups(sizes: dict[str, int], budget: int) -> list[list[str]]:
 def _read_full_groups(ckpt: Path, keys: list[str]) -> Iterator[dict[str, torch.Tensor]]:
     """The full saved tensors named by `keys` (DCP reassembles their shards), a bounded group at a time:
     a rank never holds the whole model and optimizer in host memory at once. Collective."""
-    metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata().state_dict_metadata
+    metadata = read_metadata(ckpt / "dcp").state_dict_metadata
     missing = [k for k in keys if not isinstance(metadata.get(k), TensorStorageMetadata)]
     if missing:
         raise WikiGPTError(f"{ckpt / 'dcp'}: tensor {missing[0]} missing")
@@ -260,7 +259,9 @@ def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tenso
     meta = read_meta(ckpt)
     check_complete(ckpt, meta)
     try:
-        metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata()
+        metadata = read_metadata(ckpt / "dcp")
+    except WikiGPTError:
+        raise
     except Exception as exc:
         raise WikiGPTError(f"{ckpt / 'dcp' / '.metadata'}: unreadable ({exc})") from None
     wanted = {key[len("model."):]: md for key, md in metadata.state_dict_metadata.items()

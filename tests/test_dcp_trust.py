@@ -195,3 +195,27 @@ def test_a_dp2_resume_of_a_planted_checkpoint_refuses_on_every_rank(tmp_path: Pa
     assert proc.returncode != 0
     assert "refusing to unpickle item optim.param_groups." in proc.stderr, proc.stderr[-3000:]
     assert not marker.exists(), "a rank ran code from the checkpoint"
+
+
+def test_dcp_metadata_is_read_by_the_restricted_unpickler_and_names_only_files_inside(tmp_path: Path) -> None:
+    """DCP itself would pickle.load `.metadata` after our check (a window to swap the file); our reader
+    unpickles it restricted, once, and refuses a shard file named outside the checkpoint directory."""
+    from gpt2core.training.dcp_read import RestrictedFileSystemReader
+
+    state, directory = optimizer_state(tmp_path)
+    marker = tmp_path / "PWNED"
+    path = directory / ".metadata"
+    good = path.read_bytes()
+    path.write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(integrity.IntegrityError, match="refusing to unpickle"):
+        RestrictedFileSystemReader(str(directory)).read_metadata()
+    with pytest.raises(WikiGPTError, match="refusing to unpickle"):
+        safe_load(state, directory, no_dist=True)
+    assert not marker.exists()
+    metadata = pickle.loads(good)
+    for index, info in list(metadata.storage_data.items()):
+        metadata.storage_data[index] = _StorageInfo("../elsewhere.distcp", info.offset, info.length,
+                                                     info.transform_descriptors)
+    path.write_bytes(pickle.dumps(metadata))
+    with pytest.raises(WikiGPTError, match=r"names shard file '\.\./elsewhere\.distcp' outside its directory"):
+        safe_load(state, directory, no_dist=True)

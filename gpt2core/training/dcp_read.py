@@ -18,12 +18,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
 
 from gpt2core.errors import WikiGPTError
+from gpt2core.integrity import IntegrityError, load_dcp_metadata
 
 
 class UnsafeCheckpointItem(WikiGPTError):
@@ -38,6 +40,30 @@ def _why(exc: BaseException) -> str:
         return f"it names {found.group(1)}, not plain data"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+class RestrictedFileSystemReader(FileSystemReader):
+    """FileSystemReader whose `.metadata` is unpickled with only DCP's own classes (not pickle.load) and
+    whose shard files must lie in the checkpoint directory itself (a plain file name, no `/` or `..`)."""
+
+    def read_metadata(self, *args: object, **kwargs: object) -> Metadata:
+        path = Path(self._get_metadata_path(kwargs.get("rank")))
+        metadata = load_dcp_metadata(path)
+        if not isinstance(metadata, Metadata):
+            raise IntegrityError(f"{path}: not DCP checkpoint metadata ({type(metadata).__name__})")
+        for info in (metadata.storage_data or {}).values():
+            name = getattr(info, "relative_path", None)
+            if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise IntegrityError(f"{path}: names shard file {name!r} outside its directory")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def read_metadata(directory: str | Path) -> Metadata:
+    """A DCP directory's metadata, read as RestrictedFileSystemReader reads it."""
+    return RestrictedFileSystemReader(str(directory)).read_metadata()
 
 
 class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
@@ -77,7 +103,8 @@ def safe_load(state: dict, directory: str | Path, what: str = "load", **kwargs: 
     WikiGPTError: a refused item as itself (whichever rank met it), anything else naming `directory`."""
     directory = Path(directory)
     try:
-        dcp.load(state, checkpoint_id=str(directory), planner=WeightsOnlyLoadPlanner(directory), **kwargs)
+        dcp.load(state, checkpoint_id=str(directory), planner=WeightsOnlyLoadPlanner(directory),
+                 storage_reader=RestrictedFileSystemReader(str(directory)), **kwargs)
     except UnsafeCheckpointItem:
         raise
     except CheckpointException as exc:  # a BaseException: every rank's failure, pickled across ranks

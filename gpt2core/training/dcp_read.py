@@ -5,8 +5,9 @@ as a pickle inside the `.distcp` shard files, and its DefaultLoadPlanner reads t
 `torch.load(weights_only=False)`: a checkpoint could run any code on every rank that resumes it (the
 checksums cannot stop that: whoever can write the checkpoint can rewrite them). `WeightsOnlyLoadPlanner`
 reads those items with `torch.load(weights_only=True)` (plain data and tensors only) and refuses anything
-else in one line naming the shard file. Tensors DCP already reads with weights_only=True; its `.metadata`
-(plain pickle) is checked by gpt2core.integrity.check_dcp_metadata before DCP opens it.
+else in one line naming the shard file. Tensors DCP already reads with weights_only=True. Its `.metadata`,
+which DCP reads with plain pickle.load, `RestrictedFileSystemReader` reads with gpt2core.integrity's
+restricted unpickler instead (DCP's own classes only), refusing shard files named outside the directory.
 """
 
 from __future__ import annotations
@@ -46,8 +47,16 @@ class RestrictedFileSystemReader(FileSystemReader):
     """FileSystemReader whose `.metadata` is unpickled with only DCP's own classes (not pickle.load) and
     whose shard files must lie in the checkpoint directory itself (a plain file name, no `/` or `..`)."""
 
+    refused: IntegrityError | None = None  # kept: DCP turns a failed metadata read into an AssertionError
+
     def read_metadata(self, *args: object, **kwargs: object) -> Metadata:
-        path = Path(self._get_metadata_path(kwargs.get("rank")))
+        try:
+            return self._read_metadata(Path(self._get_metadata_path(kwargs.get("rank"))))
+        except IntegrityError as exc:
+            self.refused = self.refused or exc  # the first: DCP then tries a per-rank file we never write
+            raise
+
+    def _read_metadata(self, path: Path) -> Metadata:
         metadata = load_dcp_metadata(path)
         if not isinstance(metadata, Metadata):
             raise IntegrityError(f"{path}: not DCP checkpoint metadata ({type(metadata).__name__})")
@@ -100,17 +109,18 @@ def reason(exc: BaseException) -> str:
 
 def safe_load(state: dict, directory: str | Path, what: str = "load", **kwargs: object) -> None:
     """`dcp.load(state)` from `directory` through WeightsOnlyLoadPlanner; every failure is one
-    WikiGPTError: a refused item as itself (whichever rank met it), anything else naming `directory`."""
+    WikiGPTError: our own refusals as themselves (whichever rank met them), anything else naming `directory`."""
     directory = Path(directory)
+    reader = RestrictedFileSystemReader(str(directory))
     try:
         dcp.load(state, checkpoint_id=str(directory), planner=WeightsOnlyLoadPlanner(directory),
-                 storage_reader=RestrictedFileSystemReader(str(directory)), **kwargs)
-    except UnsafeCheckpointItem:
+                 storage_reader=reader, **kwargs)
+    except WikiGPTError:
         raise
-    except CheckpointException as exc:  # a BaseException: every rank's failure, pickled across ranks
-        for failure, _trace in exc.failures.values():
-            if isinstance(failure, UnsafeCheckpointItem):
-                raise UnsafeCheckpointItem(str(failure)) from None
-        raise WikiGPTError(f"{directory}: cannot {what} sharded checkpoint ({reason(exc)})") from None
-    except Exception as exc:
+    except (Exception, CheckpointException) as exc:  # CheckpointException (a BaseException): every rank's
+        if reader.refused is not None:
+            raise IntegrityError(str(reader.refused)) from None
+        for failure, _trace in getattr(exc, "failures", {}).values():
+            if isinstance(failure, WikiGPTError):  # our own refusal (a planted item, hostile metadata)
+                raise type(failure)(str(failure)) from None
         raise WikiGPTError(f"{directory}: cannot {what} sharded checkpoint ({reason(exc)})") from None

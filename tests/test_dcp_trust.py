@@ -110,15 +110,19 @@ def test_safe_load_restores_plain_param_groups(tmp_path: Path) -> None:
     assert groups[0]["lr"] == 1e-3 and tuple(groups[0]["betas"]) == (0.9, 0.999)
 
 
-def test_every_dcp_load_goes_through_the_weights_only_planner() -> None:
+def test_every_dcp_load_goes_through_the_weights_only_planner_and_the_restricted_reader() -> None:
     bad = []
-    for path in sorted((REPO / "gpt2core").rglob("*.py")):
+    for path in sorted([*(REPO / "gpt2core").rglob("*.py"), *(REPO / "workflow/scripts").glob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("dcp.load", "load_state_dict",
-                                                                          "torch.distributed.checkpoint.load"):
-                if not any(k.arg == "planner" for k in node.keywords):
-                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert not bad, f"dcp.load without the weights-only planner: {bad}"
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            if name in ("dcp.load", "load_state_dict", "torch.distributed.checkpoint.load"):
+                if not {"planner", "storage_reader"} <= {k.arg for k in node.keywords}:
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno} {name} without our planner and reader")
+            if name.endswith("FileSystemReader") and name != "RestrictedFileSystemReader":
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno} {name} (its read_metadata is pickle.load)")
+    assert not bad, bad
 
 
 def sharded_step(tmp_path: Path) -> tuple[Path, dict]:

@@ -22,7 +22,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
@@ -34,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import replace_dir
+from gpt2core.model_limits import check_tensor_bytes
 from gpt2core.training.checkpoint import (
     FORMAT,
     check_compatible,
@@ -43,6 +43,8 @@ from gpt2core.training.checkpoint import (
     set_rng_state,
     step_dir,
 )
+from gpt2core.training.checkpoint_io import reraise_os_error, torch_save
+from gpt2core.training.dcp_read import read_metadata, safe_load
 
 LAYOUT = "dcp"
 TIED = "lm_head.weight"  # tied to wte.weight: stored once
@@ -87,15 +89,25 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
             shutil.rmtree(tmp)
         (tmp / "rng").mkdir(parents=True)
     _barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
-    torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
-    _barrier()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    try:
+        try:
+            dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+        except CheckpointException as exc:  # a full disk: raise the OSError itself, not DCP's wrapper
+            reraise_os_error(exc)
+            raise
+        torch_save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+        _barrier()
+        if rank == 0:
+            full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
+            (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+            integrity.write_checksums(tmp)
+            replace_dir(tmp, final)
+    except BaseException:
+        if world == 1:  # no other rank writes there: remove the partial copy (several ranks: the next save does)
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if rank == 0:
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
-        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
-        integrity.write_checksums(tmp)
-        replace_dir(tmp, final)
         prune_checkpoints(root, step, keep_last)
     _barrier()
     return final
@@ -128,10 +140,7 @@ def load_sharded(ckpt: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     check_compatible(ckpt, meta, model_config)
     check_complete(ckpt, meta)
     state = _state(model, optimizer)
-    try:
-        dcp.load(state, checkpoint_id=str(ckpt / "dcp"))
-    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
+    safe_load(state, ckpt / "dcp")
     model_sd = state["model"]
     opts = StateDictOptions(strict=False)
     if optimizer is not None:
@@ -165,17 +174,15 @@ def read_groups(sizes: dict[str, int], budget: int) -> list[list[str]]:
 def _read_full_groups(ckpt: Path, keys: list[str]) -> Iterator[dict[str, torch.Tensor]]:
     """The full saved tensors named by `keys` (DCP reassembles their shards), a bounded group at a time:
     a rank never holds the whole model and optimizer in host memory at once. Collective."""
-    metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata().state_dict_metadata
+    metadata = read_metadata(ckpt / "dcp").state_dict_metadata
     missing = [k for k in keys if not isinstance(metadata.get(k), TensorStorageMetadata)]
     if missing:
         raise WikiGPTError(f"{ckpt / 'dcp'}: tensor {missing[0]} missing")
     sizes = {k: metadata[k].size.numel() * metadata[k].properties.dtype.itemsize for k in keys}
+    check_tensor_bytes(sum(sizes.values()), ckpt / "dcp" / ".metadata")
     for group in read_groups(sizes, READ_GROUP_BYTES):
         full = {k: torch.empty(metadata[k].size, dtype=metadata[k].properties.dtype) for k in group}
-        try:
-            dcp.load(full, checkpoint_id=str(ckpt / "dcp"))
-        except (Exception, CheckpointException) as exc:
-            raise WikiGPTError(f"{ckpt / 'dcp'}: cannot load sharded checkpoint ({_reason(exc)})") from None
+        safe_load(full, ckpt / "dcp")
         yield full
 
 
@@ -245,12 +252,6 @@ def _load_rng(ckpt: Path) -> None:
     set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
 
 
-def _reason(exc: BaseException) -> str:
-    """DCP wraps the cause in a multi-line traceback per rank: keep its last line (e.g. the missing file)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(exc).__name__
-
-
 def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Offline, one process, no process group: (meta, the full model tensors as saved), i.e. in the
     tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.merge undoes that."""
@@ -258,19 +259,19 @@ def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tenso
     meta = read_meta(ckpt)
     check_complete(ckpt, meta)
     try:
-        metadata = FileSystemReader(str(ckpt / "dcp")).read_metadata()
+        metadata = read_metadata(ckpt / "dcp")
+    except WikiGPTError:
+        raise
     except Exception as exc:
         raise WikiGPTError(f"{ckpt / 'dcp' / '.metadata'}: unreadable ({exc})") from None
-    model_sd: dict[str, torch.Tensor] = {}
-    for key, md in metadata.state_dict_metadata.items():
-        if key.startswith("model.") and isinstance(md, TensorStorageMetadata):
-            model_sd[key[len("model."):]] = torch.empty(md.size, dtype=md.properties.dtype)
+    wanted = {key[len("model."):]: md for key, md in metadata.state_dict_metadata.items()
+              if key.startswith("model.") and isinstance(md, TensorStorageMetadata)}
+    check_tensor_bytes(sum(md.size.numel() * md.properties.dtype.itemsize for md in wanted.values()),
+                       ckpt / "dcp" / ".metadata")
+    model_sd = {name: torch.empty(md.size, dtype=md.properties.dtype) for name, md in wanted.items()}
     if not model_sd:
         raise WikiGPTError(f"{ckpt / 'dcp'}: no model tensors in the checkpoint")
-    try:
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore", UserWarning)
-            dcp.load({"model": model_sd}, checkpoint_id=str(ckpt / "dcp"), no_dist=True)
-    except (Exception, CheckpointException) as exc:
-        raise WikiGPTError(f"{ckpt / 'dcp'}: cannot read sharded checkpoint ({_reason(exc)})") from None
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        safe_load({"model": model_sd}, ckpt / "dcp", what="read", no_dist=True)
     return meta, model_sd

@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.model import GPT, GPTConfig
+from gpt2core.model_limits import check_model_size
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -142,6 +143,8 @@ def _read_config(path: Path) -> dict:
 def gpt_config_from_hf(cfg: dict, path: Path) -> GPTConfig:
     """Our GPTConfig from an HF config dict; the padded vocabulary comes from our stored key if present."""
     padded = cfg.get(PADDED_KEY, cfg["vocab_size"])
+    check_model_size({**{k: cfg[k] for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")},
+                      "padded_vocab_size": padded}, path, {"padded_vocab_size": PADDED_KEY})
     try:
         return GPTConfig(
             vocab_size=cfg["vocab_size"], padded_vocab_size=int(padded), n_positions=cfg["n_positions"],

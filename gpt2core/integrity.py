@@ -150,8 +150,9 @@ def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
 
 # ---- pickled DCP metadata -------------------------------------------------------------------------------
 # torch.distributed.checkpoint reads a sharded checkpoint's `.metadata` with plain pickle.load, which runs
-# any code the file names. Before DCP reads it, `check_dcp_metadata` unpickles it with only the classes DCP
-# itself writes there (found by recording what a real save names), so a hostile file is refused unread.
+# any code the file names. `load_dcp_metadata` unpickles it with only the classes DCP itself writes there
+# (found by recording what a real save names), so a hostile file is refused unread; every DCP read of ours
+# goes through gpt2core.training.dcp_read, whose reader uses it instead of pickle.load.
 _DCP_ALLOWED = {
     "torch.distributed.checkpoint.metadata": None,  # None: any class defined in the module
     "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
@@ -164,6 +165,11 @@ _DCP_ALLOWED = {
 
 def check_dcp_metadata(path: str | Path) -> None:
     """Raise IntegrityError unless `path` (a DCP `.metadata`) unpickles using only DCP's own classes."""
+    load_dcp_metadata(path)
+
+
+def load_dcp_metadata(path: str | Path) -> object:
+    """`path` (a DCP `.metadata`) unpickled with only DCP's own classes allowed; IntegrityError otherwise."""
     import enum
     import io
     import pickle
@@ -195,7 +201,7 @@ def check_dcp_metadata(path: str | Path) -> None:
                                  "torch.distributed.checkpoint metadata file never holds")
 
     try:
-        _Restricted(io.BytesIO(path.read_bytes())).load()
+        return _Restricted(io.BytesIO(path.read_bytes())).load()
     except IntegrityError:
         raise
     except Exception as exc:  # any malformed pickle: truncated, bad opcode, wrong types

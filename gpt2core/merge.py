@@ -21,7 +21,7 @@ from gpt2core.fsutil import sha256_file
 from gpt2core.hf import export_hf
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.parallel import qkv_from_tp_layout
-from gpt2core.training.checkpoint import full_state_dict, read_meta
+from gpt2core.training.checkpoint import config_from_meta, full_state_dict, read_meta
 from gpt2core.vocab import padded_vocab_size
 
 
@@ -59,11 +59,8 @@ def merged_checkpoint(ckpt: str | Path) -> tuple[GPTConfig, dict[str, torch.Tens
     ckpt = Path(ckpt)
     if not is_sharded(ckpt):
         return full_state_dict(ckpt)
+    cfg_tp = config_from_meta(ckpt, read_meta(ckpt))  # bounded before any tensor is allocated
     meta, sd = load_full_model_state(ckpt)
-    try:
-        cfg_tp = GPTConfig(**meta["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise WikiGPTError(f"{ckpt / 'meta.json'}: bad model_config ({exc})") from None
     tp = int(meta.get("tp", 1))
     return merge_tp_state(sd, cfg_tp, tp, ckpt)
 

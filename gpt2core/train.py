@@ -6,10 +6,12 @@ decision in training.loss_scale, training.checkpoint), so gpt2core.parallel plug
 
 Resume rules (checkpoints/<run>/ is not a Snakemake output, so it survives a killed job):
 - a step checkpoint and no `finished.json`: the last run was killed; resume from the newest checkpoint;
-- `finished.json` present: the last run completed and Snakemake asks for a new one (--forcerun, changed
-  params): start from step 0, removing the old run's checkpoints; except when only train keys that cannot
-  change the weights changed (NON_WEIGHT_KEYS: log interval, checkpoint rotation, threads, launch layout)
-  and the model, data and tokenizer are the same: then the finished run is kept and its outputs rewritten.
+- `finished.json` present and the same model, data, tokenizer, iterations and train settings (but for
+  NON_WEIGHT_KEYS: log interval, checkpoint rotation, threads, launch layout): the finished run is this
+  config's result: kept, its outputs rewritten, no step run (e.g. a plain rerun after a Snakemake killed
+  while its trainer ran on and finished); unless the workflow was told to force train (`--forcerun train`,
+  training.retrain's note): then, as after any change that can alter the weights, start from step 0,
+  removing the old run's checkpoints.
 Everything the next step needs is in the checkpoint or a pure function of the step (data order, LR), so a
 resumed CPU fp32 run ends with bitwise the same weights as an uninterrupted one.
 """
@@ -30,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -38,7 +41,7 @@ from gpt2core import integrity
 from gpt2core.blend import blend_data
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
-from gpt2core.loader import Batch, BatchSource, load_manifest
+from gpt2core.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     check_parallel_config,
@@ -52,6 +55,7 @@ from gpt2core.parallel import (
 )
 from gpt2core.parallel import global_grad_norm as mesh_grad_norm
 from gpt2core.training import checkpoint as ckpt
+from gpt2core.training import retrain, shard_check
 from gpt2core.training.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -72,6 +76,7 @@ from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
 from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
+from gpt2core.training.shard_check import verify_shards
 from gpt2core.training.step_graph import WholeStepGraph
 
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -86,6 +91,7 @@ class RunPaths:
     checkpoints: Path
     done: Path
     metrics: Path
+    workdir: Path | None = None  # shards the manifest lists must lie under it (None: not checked)
 
 
 @dataclass
@@ -238,6 +244,7 @@ class Trainer:
         if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise WikiGPTError("config: train.precision bf16 is not supported by this GPU; use fp16")
         self.manifest = load_manifest(paths.manifest)
+        self._verify_shards()
         tok = self.manifest["tokenizer"]
         self.plan = check_parallel_config(model_cfg, train_cfg, int(tok["vocab_size"]))
         check_seq_len(int(model_cfg["seq_len"]), self.plan)
@@ -294,6 +301,15 @@ class Trainer:
             self.log(f"warning: no valid loss ({self.paths.manifest}: no corpus has a valid window)")
         return data.train, data.valid or None
 
+    def _verify_shards(self) -> None:
+        """The shards are the manifest's (gpt2core.training.shard_check) before anything reads them: the main
+        rank checks sizes and hashes what changed since its last check; the others check sizes."""
+        main = self.env.is_main
+        verify_shards(self.manifest, self.paths.manifest, np.dtype(_DTYPES[self.manifest["dtype"]]).itemsize,
+                      workdir=self.paths.workdir, hash_changed=main,
+                      cache=self.paths.checkpoints / shard_check.CACHE if main else None)
+        barrier()
+
     def log(self, message: str) -> None:
         if self.env.is_main:
             tqdm.write(message, file=sys.stderr)
@@ -305,18 +321,22 @@ class Trainer:
         finished = root / ckpt.FINISHED
         had_finished = finished.exists()
         found = ckpt.list_checkpoints(root)
+        forced = retrain.requested(root)
         latest, kept = None, None
         if found and not had_finished:  # resuming: the newest checkpoint that verifies (warns about newer damaged)
             latest = integrity.newest_intact(found, self.log)
-        elif found:
+        elif found and not forced:
             kept = self._finished_run_to_keep(found[-1])
         barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
+        if self.env.is_main:
+            retrain.clear(root)  # a note for this start only
         if kept is not None:
             return self._keep_finished(*kept)
         if had_finished or latest is None:
             if self.env.is_main and root.exists():
                 if had_finished:
-                    self.log(f"previous run in {root} had finished: training again from step 0")
+                    why = "--forcerun train" if forced else "its weights could differ under this config"
+                    self.log(f"previous run in {root} had finished: training again from step 0 ({why})")
                 for old in ckpt.list_checkpoints(root):
                     shutil.rmtree(old)
                 finished.unlink(missing_ok=True)
@@ -349,8 +369,7 @@ class Trainer:
 
     def _finished_run_to_keep(self, final: Path) -> tuple[dict, list[str]] | None:
         """(meta, changed keys) when the finished run's final checkpoint is what this config would train:
-        same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS, at least one of
-        which changed (an unchanged config is a --forcerun: train again). None otherwise."""
+        same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS. None otherwise."""
         try:
             meta = ckpt.read_meta(final)
         except WikiGPTError:
@@ -361,7 +380,7 @@ class Trainer:
             return None  # (the manifest's hash covers every shard's: the same hash, the same data)
         saved = meta["train_config"]
         changed = sorted(k for k in set(saved) | set(self.train_cfg) if saved.get(k) != self.train_cfg.get(k))
-        if not changed or not set(changed) <= NON_WEIGHT_KEYS:
+        if not set(changed) <= NON_WEIGHT_KEYS:
             return None
         try:  # last: it reads the whole checkpoint, which only a run about to be kept needs
             integrity.verify_checksums(final)
@@ -372,9 +391,10 @@ class Trainer:
     def _keep_finished(self, meta: dict, changed: list[str]) -> int:
         """Take the finished run as this one's result: its state, its metrics, the new keep_last."""
         root = self.paths.checkpoints
-        self.log(f"previous run in {root} finished with the same model, data and training; only "
-                 f"{', '.join(changed)} changed, which cannot change its weights: keeping it (remove {root} to "
-                 "train again)")
+        what = (f"only {', '.join(changed)} changed, which cannot change its weights" if changed
+                else "nothing changed (its outputs were lost, e.g. to a killed Snakemake)")
+        self.log(f"previous run in {root} finished with the same model, data and training; {what}: keeping "
+                 "it and rewriting its outputs (`--forcerun train` trains again)")
         if self.env.is_main:
             ckpt.prune_checkpoints(root, int(meta["step"]), self.train_cfg["keep_last"])
         barrier()
@@ -628,7 +648,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     def run() -> None:
-        paths = RunPaths(args.manifest, args.checkpoints, args.done, args.metrics)
+        paths = RunPaths(args.manifest, args.checkpoints, args.done, args.metrics, workdir=Path.cwd())
         # the global rank 0 holds the run's lock (torchrun stops the other ranks when it fails to get it)
         lock = hold_run_lock(args.checkpoints) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
         with lock:

@@ -174,9 +174,16 @@ def all_targets():
 # that took it is provably dead on this host (gpt2core.integrity), so a live run on the same directory is
 # still refused.
 from gpt2core.integrity import clear_stale_locks, record_lock_owner
+from gpt2core.training import retrain
 
 clear_stale_locks(".snakemake", warn=lambda message: print(message, file=sys.stderr), runs=[CHECKPOINTS])
 
 
 onstart:
     record_lock_owner(".snakemake")
+    # Tell the trainer whether this invocation forces train (-R train, -F, -f on its outputs): only then is
+    # a finished run with the same config trained again (gpt2core/training/retrain.py). Not in a dry run.
+    _dag = workflow.dag_settings
+    retrain.set_request(CHECKPOINTS, retrain.train_forced(
+        "train", [f"{RESULTS}/train/done.json", f"{RESULTS}/train/metrics.jsonl"], forceall=_dag.forceall,
+        forcerun=_dag.forcerun, forcetargets=_dag.forcetargets, targets=_dag.targets))

@@ -1,7 +1,8 @@
 # Stage train: torchrun -m gpt2core.train over the manifest's shards. Declared outputs are only the summary
 # and the metrics; step checkpoints live under CHECKPOINTS (not an output, so Snakemake never deletes them):
-# a killed run resumes from the newest one when the workflow is rerun, and after a finished run
-# `--forcerun train` trains again from step 0 (see gpt2core/train.py).
+# a killed run resumes from the newest one when the workflow is rerun; a finished run is kept (outputs
+# rewritten) when train reruns with the same config, and `--forcerun train` or a change that can alter the
+# weights trains again from step 0 (see gpt2core/train.py, gpt2core/training/retrain.py).
 import json
 import shlex
 

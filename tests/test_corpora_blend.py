@@ -3,6 +3,7 @@ corpus. Each corpus's tokens lie in its own id range, so a window tells which co
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def _write_split(folder: Path, split: str, tokens: np.ndarray) -> dict:
     bin_path = folder / f"{split}.bin"
     tokens.astype("<u2").tofile(bin_path)
     return {"bin": str(bin_path), "idx": str(folder / f"{split}.idx.npy"), "tokens": len(tokens),
-            "documents": 1, "sha256": ""}
+            "documents": 1, "sha256": hashlib.sha256(bin_path.read_bytes()).hexdigest()}
 
 
 def write_blend_manifest(tmp_path: Path, weights: dict[str, float], tokens: int = 4000,

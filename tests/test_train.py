@@ -16,6 +16,7 @@ from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.train import RunPaths, Trainer
 from gpt2core.training import checkpoint as ckpt
+from gpt2core.training import retrain
 from gpt2core.training.flops import flops_per_token
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import read_metrics
@@ -448,10 +449,28 @@ def test_a_finished_run_is_trained_again_when_its_weights_could_differ(tmp_path:
     if change == "other data":
         write_manifest(tmp_path, shards=3)  # the same documents in other shards: other manifest bytes
         over = {"log_interval": 3}  # a key that alone would keep the run
+    if change == "unchanged (--forcerun)":  # what the workflow's onstart writes for --forcerun train
+        retrain.set_request(first.paths.checkpoints, True)
     again = make_trainer(tmp_path, iters=10, save_interval=5, **over)
     assert again.start() == 0
     assert ckpt.list_checkpoints(again.paths.checkpoints) == []
+    assert not retrain.requested(again.paths.checkpoints)  # the note is for one start only
     again.metrics.close()
+
+
+def test_a_finished_run_with_the_same_config_is_kept_unless_train_is_forced(tmp_path: Path) -> None:
+    """A plain rerun (Snakemake killed while its trainer ran on and finished, or the outputs deleted) keeps
+    the finished run: no step runs, the outputs are rewritten."""
+    first = make_trainer(tmp_path, iters=10, save_interval=5)
+    first.run()
+    metrics = first.paths.metrics.read_text()
+    first.paths.done.unlink()
+    first.paths.metrics.unlink()
+    again = make_trainer(tmp_path, iters=10, save_interval=5)
+    launched = []
+    again._launch = lambda *a: launched.append(a)  # no step may run
+    assert again.run()["iterations"] == 10 and launched == []
+    assert again.paths.metrics.read_text() == metrics and again.paths.done.exists()
 
 
 def test_each_step_is_timed_by_its_own_work_when_the_next_one_was_queued_ahead(tmp_path: Path) -> None:

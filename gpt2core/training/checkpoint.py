@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.model import GPTConfig
+from gpt2core.model_limits import check_model_size
+from gpt2core.training.checkpoint_io import save_safetensors, torch_save
 
 FORMAT = 1
 FINISHED = "finished.json"
@@ -71,9 +73,9 @@ def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: to
     """Write step_<step>/ atomically, then delete all but the newest `keep_last` step directories."""
     final = step_dir(root, step)
     with atomic_dir(final) as tmp:
-        save_file(model_tensors(model), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+        save_safetensors(model_tensors(model), tmp / "model.safetensors")  # a full disk: its OSError
+        torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save(rng_state(), tmp / "rng.pt")
         full_meta = {"format": FORMAT, "step": step, **meta}
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
         integrity.write_checksums(tmp)
@@ -150,10 +152,20 @@ def full_state_dict(ckpt: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor
     meta = read_meta(ckpt)
     if int(meta.get("tp", 1)) != 1:
         raise WikiGPTError(f"{ckpt}: tensor-parallel checkpoint (tp={meta['tp']}) needs gpt2core.merge")
-    try:
-        cfg = GPTConfig(**meta["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise WikiGPTError(f"{ckpt / 'meta.json'}: bad model_config ({exc})") from None
+    cfg = config_from_meta(ckpt, meta)
     sd = _load_tensors(ckpt / "model.safetensors")
     sd["lm_head.weight"] = sd["wte.weight"]
     return cfg, sd
+
+
+def config_from_meta(ckpt: Path, meta: dict) -> GPTConfig:
+    """The GPTConfig meta.json records, its sizes bounded before anything is built from them."""
+    stored = meta.get("model_config")
+    source = ckpt / "meta.json"
+    if not isinstance(stored, dict):
+        raise WikiGPTError(f"{source}: bad model_config (not an object)")
+    check_model_size(stored, source, {k: f"model_config.{k}" for k in stored})
+    try:
+        return GPTConfig(**stored)
+    except (TypeError, ValueError) as exc:
+        raise WikiGPTError(f"{source}: bad model_config ({exc})") from None

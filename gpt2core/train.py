@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from tqdm import tqdm
@@ -67,6 +68,7 @@ from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
+from gpt2core.training.progress import ConsoleProgress
 from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
 
@@ -523,16 +525,20 @@ class Trainer:
             self.last_saved = it
         return record
 
-    def run(self) -> dict:
-        """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json."""
+    def run(self, console: TextIO | None = None) -> dict:
+        """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json. With
+        `console`, rank 0 also writes a few progress lines there (training.progress)."""
         tc = self.train_cfg
         start = self.start()
         self.last_saved = start if start else None
         self.loss_fn.train()
         bar = tqdm(total=tc["iters"], initial=start, desc="train", unit="it", file=sys.stderr,
                    mininterval=2.0, disable=not self.env.is_main, dynamic_ncols=False, ncols=100)
+        progress = ConsoleProgress(tc["iters"], start, console) if console and self.env.is_main else None
         for record in self.iterations():
             bar.update(1)
+            if progress is not None:
+                progress.update(self.state.iteration, record)
             if self.state.iteration % tc["log_interval"] == 0:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
@@ -586,6 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", required=True, type=Path, help="checkpoints/<run_name>")
     p.add_argument("--done", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--progress", action="store_true",
+                   help="also print a progress line to stdout now and then (rule train: the console)")
     return p.parse_args(argv)
 
 
@@ -610,7 +618,7 @@ def main(argv: list[str] | None = None) -> None:
             trainer = Trainer(_json_arg(args.model, "model"), _json_arg(args.train, "train"), args.data_seed,
                               paths)
             try:
-                trainer.run()
+                trainer.run(sys.stdout if args.progress else None)
             finally:
                 shutdown()
 

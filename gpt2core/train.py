@@ -37,6 +37,7 @@ from tqdm import tqdm
 from gpt2core import dist_checkpoint as dckpt
 from gpt2core import integrity
 from gpt2core.blend import blend_data
+from gpt2core.config_checks import check_model
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
 from gpt2core.loader import Batch, BatchSource, load_manifest
@@ -52,6 +53,7 @@ from gpt2core.parallel import (
     tp_context,
 )
 from gpt2core.parallel import global_grad_norm as mesh_grad_norm
+from gpt2core.parallel_config import resolve_layout
 from gpt2core.training import checkpoint as ckpt
 from gpt2core.training.distributed import (
     DistEnv,
@@ -119,12 +121,7 @@ class _Launched:
 
 def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:
     """GPTConfig from config['model'] and the tokenizer; the padded vocabulary from gpt2core.vocab."""
-    if model_cfg["seq_len"] > model_cfg["n_positions"]:
-        raise WikiGPTError(f"config: model.seq_len {model_cfg['seq_len']} exceeds model.n_positions "
-                           f"{model_cfg['n_positions']}")
-    if model_cfg["n_embd"] % model_cfg["n_head"]:
-        raise WikiGPTError(f"config: model.n_embd {model_cfg['n_embd']} is not divisible by model.n_head "
-                           f"{model_cfg['n_head']}")
+    check_model(model_cfg)  # the workflow checked it before any job; a direct launch gets the same line
     return GPTConfig.padded(vocab_size, model_cfg["vocab_multiple"], tp, n_positions=model_cfg["n_positions"],
                             n_layer=model_cfg["n_layer"], n_head=model_cfg["n_head"], n_embd=model_cfg["n_embd"],
                             dropout=model_cfg["dropout"])
@@ -224,6 +221,7 @@ class Trainer:
                  env: DistEnv | None = None) -> None:
         self.train_cfg, self.paths = train_cfg, paths
         self.env = env or init_distributed(train_cfg["device"])
+        self.train_cfg = train_cfg = resolve_layout(train_cfg, self.env.world_size)  # dp: world over tp
         self.device = self.env.device
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal grads from a peaked softmax made CPU steps ~6x slower

@@ -6,9 +6,10 @@ import json
 import shlex
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.parallel_config import check_parallel_config, check_seq_len
+from gpt2core.parallel_config import check_parallel_config, check_seq_len, resolve_layout
 
 try:  # tensor/data-parallel layout errors stop the workflow before anything is launched
+    config["train"] = resolve_layout(config["train"])  # train: {tp: 2} alone means 2 processes
     check_seq_len(config["model"]["seq_len"], check_parallel_config(config["model"], config["train"]))
 except WikiGPTError as _exc:
     print(f"error: {_exc}", file=sys.stderr)

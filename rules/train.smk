@@ -63,7 +63,7 @@ rule train:
         " if [ {params.nnodes:q} -gt 1 ]; then"
         "  if [ -z \"${{SLURM_JOB_NODELIST:-}}\" ] || ! command -v srun >/dev/null; then"
         "   echo 'error: config: train.nnodes > 1 runs inside a SLURM allocation (srun); elsewhere start"
-        " torchrun on each node yourself (README: Tensor and data parallelism)' >&2; exit 1; fi;"
+        " torchrun on each node yourself (docs/training.md: Tensor and data parallelism)' >&2; exit 1; fi;"
         "  LAUNCH=\"srun --nodes={params.nnodes} --ntasks-per-node=1 --kill-on-bad-exit=1\";"
         "  [ -n \"$EP\" ] || EP=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500;"
         " fi; [ -n \"$EP\" ] || EP=localhost:0;"

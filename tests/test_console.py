@@ -7,10 +7,11 @@ import io
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_snakemake, tiny_config, write_config
+from conftest import BIN, REPO, run_snakemake, tiny_config, write_config
 
 from gpt2core.summary import run_summary
 from gpt2core.training.progress import ConsoleProgress, eta_text
@@ -84,3 +85,26 @@ def test_workflow_console_shows_training_progress_and_the_summary_not_command_li
     log = (tmp_path / "logs/train/train.log").read_text()
     assert log.startswith("+ OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE ") and "-m' 'gpt2core.train'" in log
     assert "20/20" in log  # the bar, as before
+
+
+def _snakemake_as_typed(workdir: Path, *args: str) -> str:
+    """`snakemake ARGS` as a user types it: no --cores added (run_snakemake adds one)."""
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+def test_no_cores_needed_and_cores_or_jobs_still_override(tmp_path: Path) -> None:
+    """Was: `Error: cores have to be specified for local execution`. The profile gives every core; --cores N
+    caps the cores, -j N the jobs running at once."""
+    write_config(tmp_path, tiny_config())
+    downloads = ["data/downloads/eval/lambada/lambada_sample.jsonl", "data/downloads/eval/wiki103/wiki.test.tokens"]
+    out = _snakemake_as_typed(tmp_path, *downloads)
+    assert f"Provided cores: {os.cpu_count()}" in out
+    if os.cpu_count() > 1:
+        assert "Execute 2 jobs" in out, out  # both downloads at once
+    assert "Provided cores: 1" in _snakemake_as_typed(tmp_path, "--cores", "1", "--forceall", *downloads)
+    out = _snakemake_as_typed(tmp_path, "-j", "1", "--forceall", *downloads)
+    assert "Execute 2 jobs" not in out and out.count("Execute 1 jobs") == 2, out

@@ -108,3 +108,14 @@ def test_no_cores_needed_and_cores_or_jobs_still_override(tmp_path: Path) -> Non
     assert "Provided cores: 1" in _snakemake_as_typed(tmp_path, "--cores", "1", "--forceall", *downloads)
     out = _snakemake_as_typed(tmp_path, "-j", "1", "--forceall", *downloads)
     assert "Execute 2 jobs" not in out and out.count("Execute 1 jobs") == 2, out
+
+
+def test_a_console_that_went_away_does_not_stop_training() -> None:
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    progress = ConsoleProgress(total=10, start=0, stream=ClosedPipe(), clock=Clock())
+    for step in range(1, 11):
+        progress.update(step, {"loss": 1.0, "tokens_per_s": 1.0})  # raises nothing
+    assert progress.stream is None

@@ -26,7 +26,7 @@ def eta_text(seconds: float) -> str:
 class ConsoleProgress:
     """Writes `train: step 150/300 (50%), loss 5.284, 10,827 tokens/s, ETA 0:15` lines to `stream`."""
 
-    def __init__(self, total: int, start: int, stream: TextIO, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, total: int, start: int, stream: TextIO | None, clock: Callable[[], float] = time.monotonic,
                  every_s: float = EVERY_S, every_fraction: float = EVERY_FRACTION) -> None:
         self.total, self.start, self.stream, self.clock = total, start, stream, clock
         self.every_s, self.step_gap = every_s, max(1, round(total * every_fraction))
@@ -50,5 +50,10 @@ class ConsoleProgress:
                 f"{record.get('tokens_per_s', 0):,.0f} tokens/s, ETA {eta}")
         if "valid_loss" in record:
             line += f", valid loss {record['valid_loss']:.3f}"
-        print(line, file=self.stream, flush=True)
         self.last_t, self.last_step = now, step
+        if self.stream is None:
+            return
+        try:
+            print(line, file=self.stream, flush=True)
+        except OSError:  # the console went away (a closed pipe, a lost terminal): training goes on, silent
+            self.stream = None

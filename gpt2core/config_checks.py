@@ -45,6 +45,8 @@ def check_generation(generate: dict) -> None:
 
 def check_cross_keys(config: dict) -> None:
     """Every rule between keys that needs no data (the schema checks each key alone)."""
+    if sum(config["data"]["split"]) <= 0:  # the schema checks three weights >= 0; tokenize checks this too
+        raise WikiGPTError(f"config: data.split {config['data']['split']}: the train/valid/test weights add up to 0")
     check_model(config["model"])
     check_evaluation(config["model"], config["eval"]["wiki103"])
     check_generation(config["generate"])

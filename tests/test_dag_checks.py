@@ -25,6 +25,7 @@ def _dry_run_error(tmp_path: Path, config: dict) -> str:
 @pytest.mark.parametrize(("section", "values", "line"), [
     ("model", {"seq_len": 256}, "error: config: model.seq_len 256 exceeds model.n_positions 128"),
     ("model", {"n_embd": 130}, "error: config: model.n_embd 130 is not divisible by model.n_head 4"),
+    ("data", {"split": [0, 0, 0]}, "error: config: data.split [0, 0, 0]: the train/valid/test weights add up to 0"),
     ("generate", {"prompts": []},
      "error: config: generate.prompts is empty and generate.prompts_file names no file: give rule generate a prompt"),
 ])

@@ -39,7 +39,7 @@ def resolve_layout(train_cfg: dict, world: int | None = None) -> dict:
         if world is None:
             cfg["dp"] = 1
         elif world % tp:
-            raise WikiGPTError(f"config: {where} = {world} processes is not a multiple of train.tp {tp}")
+            raise WikiGPTError(f"config: {where} = {world} process(es), not a multiple of train.tp {tp}")
         else:
             cfg["dp"] = world // tp
     if cfg.get("nproc_per_node") is None:

@@ -234,10 +234,12 @@ def test_workflow_tp2_merges_to_one_hf_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("train_over", "model_over", "message"), [
-    ({"tp": 2, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 x 1 = 1 processes, but "
-                                         "train.tp x train.dp = 2 x 1 = 2"),
+    ({"tp": 2, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 process(es), not a multiple of "
+                                         "train.tp 2"),
+    ({"tp": 2, "dp": 1, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 x 1 = 1 processes, but "
+                                                  "train.tp x train.dp = 2 x 1 = 2"),
     ({"tp": 2, "nproc_per_node": 2}, {"n_head": 3, "n_embd": 96}, "model.n_head 3 is not divisible by train.tp 2"),
-    ({"tp": 4, "nproc_per_node": 4}, {"n_head": 4, "n_embd": 66}, "model.n_embd 66 is not divisible by train.tp 4"),
+    ({"tp": 4, "nproc_per_node": 4}, {"n_head": 4, "n_embd": 66}, "model.n_embd 66 is not divisible by model.n_head 4"),
     ({"dp": 2, "nproc_per_node": 2, "nnodes": 2}, {}, "train.nproc_per_node x train.nnodes = 2 x 2 = 4 processes, "
                                                      "but train.tp x train.dp = 1 x 2 = 2"),
 ])

@@ -58,7 +58,7 @@ def test_layout_follows_from_what_is_given(given: dict, world: int | None, dp: i
 
 
 @pytest.mark.parametrize(("given", "message"), [
-    ({"tp": 4, "nproc_per_node": 6}, "train.nproc_per_node x train.nnodes = 6 processes is not a multiple of "
+    ({"tp": 4, "nproc_per_node": 6}, "train.nproc_per_node x train.nnodes = 6 process\\(es\\), not a multiple of "
                                      "train.tp 4"),
     ({"tp": 3, "nnodes": 2}, r"train.tp x train.dp = 3 x 1 = 3 processes do not split evenly over train.nnodes 2"),
 ])

@@ -96,6 +96,20 @@ def test_trainer_tp2_matches_tp1(work: Path) -> None:
     assert last < first
 
 
+def test_trainer_with_tp_alone_takes_the_layout_from_torchrun(work: Path) -> None:
+    """`--train` naming only tp (no dp, no nproc_per_node), as a torchrun user writes it: dp is torchrun's world
+    size over tp, and the run is the tp=2 run (was: '1 x 1 = 1 processes, but train.tp x train.dp = 2 x 1')."""
+    cmd = command(work, "tp2_alone", 2, tp=2)
+    at = cmd.index("--train") + 1
+    tc = {k: v for k, v in json.loads(cmd[at]).items() if k not in ("dp", "nproc_per_node")}
+    cmd[at] = json.dumps(tc)
+    proc = subprocess.run(cmd, cwd=work, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_same(work, "tp1", "tp2_alone")
+    meta = json.loads((work / "checkpoints/tp2_alone/step_0000010/meta.json").read_text())
+    assert (meta["tp"], meta["dp"], meta["world_size"]) == (2, 1, 2)
+
+
 def test_trainer_tp2_bf16_with_half_residual_follows_the_fp32_stream(work: Path) -> None:
     """train.half_residual under tensor parallelism: the stream's cast happens before the sharded blocks."""
     train(work, "tp2_bf16", nproc=2, tp=2, precision="bf16")

@@ -1,6 +1,12 @@
 # wikigpt: raw text -> trained GPT-2 -> WikiText-103 perplexity, one cached, resumable DAG.
 # Stages live one per file under rules/; helpers and config validation in rules/common.smk.
+import time
+
 from snakemake.utils import min_version
+
+from gpt2core.summary import run_summary
+
+RUN_STARTED = time.time()  # what this run wrote is newer: the summary reports only that
 
 min_version("8.0")
 
@@ -27,3 +33,9 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+onsuccess:
+    summary = run_summary(RESULTS, RUN_STARTED)
+    if summary:
+        print(summary, flush=True)

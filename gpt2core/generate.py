@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,8 +146,10 @@ class Generator:
         return results
 
 
-def read_prompts(prompts: list[str], prompts_file: str | Path | None) -> list[str]:
-    """Prompts from the config list plus a text file (one prompt a line, blank lines skipped)."""
+def read_prompts(prompts: list[str], prompts_file: str | Path | None,
+                 names: tuple[str, str] = ("generate.prompts", "generate.prompts_file")) -> list[str]:
+    """Prompts from the config list plus a text file (one prompt a line, blank lines skipped). `names` are
+    what the caller calls the two (config keys for the workflow, options for the command line)."""
     out = list(prompts)
     if prompts_file:
         path = Path(prompts_file)
@@ -156,7 +159,8 @@ def read_prompts(prompts: list[str], prompts_file: str | Path | None) -> list[st
             raise WikiGPTError(f"{path}: cannot read prompts ({exc})") from None
         out += [line for line in text.splitlines() if line.strip()]
     if not out:
-        raise WikiGPTError(f"no prompts: generate.prompts is empty and {prompts_file or 'no prompts_file'} adds none")
+        where = f"{prompts_file} holds only blank lines" if prompts_file else f"no {names[1]} given"
+        raise WikiGPTError(f"no prompts: {names[0]} is empty and {where}")
     return out
 
 
@@ -171,41 +175,76 @@ def write_samples(model_dir: str | Path, out_path: str | Path, prompts: list[str
                 fh.write(json.dumps({**r, "sampling": asdict(s)}, ensure_ascii=False) + "\n")
 
 
-def interactive(gen: Generator, s: Sampling) -> None:
-    """Read prompts from a terminal until EOF or an empty line."""
-    while True:
-        try:
-            prompt = input("prompt> ")
-        except EOFError:
-            return
-        if not prompt.strip():
-            return
-        print(prompt + gen.complete([prompt], s)[0]["completion"], flush=True)
+QUIT_HINT = "Type a prompt and press Enter; an empty line, Ctrl-D or Ctrl-C quits."
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gpt2core.generate", description=__doc__.split("\n")[0])
-    p.add_argument("--model-dir", default="results/model")
-    p.add_argument("--prompt", action="append", default=[])
-    p.add_argument("--prompts-file")
-    p.add_argument("--out", help="write JSON lines here (default: print completions)")
-    p.add_argument("--interactive", action="store_true", help="read prompts from the terminal")
-    p.add_argument("--device", default="cpu")
+def interactive(gen: Generator, s: Sampling, read: Callable[[str], str] = input) -> None:
+    """Read prompts from a terminal until an empty line, Ctrl-D or Ctrl-C, and end on a fresh line."""
+    print(QUIT_HINT, file=sys.stderr, flush=True)
+    try:
+        while prompt := read("prompt> ").strip():
+            print(prompt + gen.complete([prompt], s)[0]["completion"], flush=True)
+    except EOFError:  # Ctrl-D leaves the cursor after the prompt
+        print(file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, at the prompt or while generating
+        print(file=sys.stderr)
+
+
+OPTION_HELP = {
+    "max_new_tokens": "tokens to generate at most for each prompt (fewer if the model's positions run out)",
+    "temperature": "divides the logits before sampling; 0 is greedy",
+    "top_k": "sample only among the k most likely tokens (0: no limit)",
+    "top_p": "then only among the most likely tokens whose probabilities add up to p (1: no limit)",
+    "greedy": "always take the most likely token (no sampling)",
+    "seed": "random seed: the same seed, prompts and settings give the same text",
+    "batch_size": "prompts generated together",
+}
+DESCRIPTION = """\
+Continue text prompts with a model the workflow exported (results/model/, the Hugging Face GPT-2 layout).
+Prompts come from --prompt (repeatable) and --prompts-file; with neither, on a terminal, it asks for
+prompts one at a time (--interactive always does)."""
+EPILOG = """\
+example:
+  python -m gpt2core.generate --model-dir results/model --prompt "The history of"
+"""
+NO_PROMPT = "no prompt: give --prompt TEXT (repeatable), --prompts-file FILE, or --interactive on a terminal"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gpt2core.generate", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", default="results/model", metavar="DIR",
+                   help="the exported model to load (default: %(default)s)")
+    p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                   help="a prompt to continue; give it again for more prompts")
+    p.add_argument("--prompts-file", metavar="FILE", help="a text file of prompts, one a line (blank lines skipped)")
+    p.add_argument("--out", metavar="FILE", help="write JSON lines here instead of printing the completions")
+    p.add_argument("--interactive", action="store_true", help="ask for prompts on the terminal, one at a time")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     for name, field in Sampling.__dataclass_fields__.items():
         kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "bool": bool}[field.type]
         if kind is bool:
-            p.add_argument(f"--{name.replace('_', '-')}", action="store_true")
+            p.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=OPTION_HELP[name])
         else:
-            p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default)
-    args = p.parse_args(argv)
+            p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=field.default, metavar=kind.__name__.upper(),
+                           help=f"{OPTION_HELP[name]} (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     s = Sampling(**{k: getattr(args, k) for k in Sampling.__dataclass_fields__})
 
     def run() -> None:
+        ask = args.interactive or (not args.prompt and not args.prompts_file and sys.stdin.isatty())
+        if not ask and not args.prompt and not args.prompts_file:
+            raise WikiGPTError(NO_PROMPT)
+        prompts = None if ask else read_prompts(args.prompt, args.prompts_file, ("--prompt", "--prompts-file"))
         gen = Generator(args.model_dir, args.device)
-        if args.interactive or (not args.prompt and not args.prompts_file and sys.stdin.isatty()):
+        if prompts is None:
             interactive(gen, s)
             return
-        results = gen.complete(read_prompts(args.prompt, args.prompts_file), s)
+        results = gen.complete(prompts, s)
         if args.out:
             with atomic_path(args.out) as tmp:
                 tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results), encoding="utf-8")

@@ -24,6 +24,33 @@ class ParallelPlan:
 
 
 # ---- configuration checks (before launch) --------------------------------------------------------------
+def resolve_layout(train_cfg: dict, world: int | None = None) -> dict:
+    """`train` with `dp` and `nproc_per_node` filled in the way torchrun and torchtitan users expect: the
+    processes a node follow from tp x dp (over nnodes), and dp from the process count over tp when only that
+    (or, in the trainer, torchrun's `world`) is given; only numbers that cannot fit are an error here, and a
+    contradiction of keys given both is check_parallel_config's."""
+    cfg = dict(train_cfg)
+    tp, nnodes = int(cfg.get("tp", 1)), int(cfg.get("nnodes", 1))
+    if cfg.get("dp") is None:
+        if cfg.get("nproc_per_node") is not None:
+            world, where = int(cfg["nproc_per_node"]) * nnodes, "train.nproc_per_node x train.nnodes"
+        else:
+            where = "torchrun's world size"
+        if world is None:
+            cfg["dp"] = 1
+        elif world % tp:
+            raise WikiGPTError(f"config: {where} = {world} process(es), not a multiple of train.tp {tp}")
+        else:
+            cfg["dp"] = world // tp
+    if cfg.get("nproc_per_node") is None:
+        procs = tp * int(cfg["dp"])
+        if procs % nnodes:
+            raise WikiGPTError(f"config: train.tp x train.dp = {tp} x {cfg['dp']} = {procs} processes do not split "
+                               f"evenly over train.nnodes {nnodes}; set train.nproc_per_node")
+        cfg["nproc_per_node"] = procs // nnodes
+    return cfg
+
+
 def check_parallel_config(model_cfg: dict, train_cfg: dict, vocab_size: int | None = None) -> ParallelPlan:
     """Refuse, in one line naming the key, a layout torchrun would only fail on later (or train wrongly)."""
     tp, dp = int(train_cfg.get("tp", 1)), int(train_cfg.get("dp", 1))

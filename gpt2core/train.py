@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from tqdm import tqdm
 from gpt2core import dist_checkpoint as dckpt
 from gpt2core import integrity
 from gpt2core.blend import blend_data
+from gpt2core.config_checks import check_model
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
 from gpt2core.loader import _DTYPES, Batch, BatchSource, load_manifest
@@ -54,6 +56,7 @@ from gpt2core.parallel import (
     tp_context,
 )
 from gpt2core.parallel import global_grad_norm as mesh_grad_norm
+from gpt2core.parallel_config import resolve_layout
 from gpt2core.training import checkpoint as ckpt
 from gpt2core.training import retrain, shard_check
 from gpt2core.training.distributed import (
@@ -74,6 +77,7 @@ from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
+from gpt2core.training.progress import ConsoleProgress
 from gpt2core.training.run_lock import hold_run_lock
 from gpt2core.training.schedule import lr_at
 from gpt2core.training.shard_check import verify_shards
@@ -127,12 +131,7 @@ class _Launched:
 
 def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:
     """GPTConfig from config['model'] and the tokenizer; the padded vocabulary from gpt2core.vocab."""
-    if model_cfg["seq_len"] > model_cfg["n_positions"]:
-        raise WikiGPTError(f"config: model.seq_len {model_cfg['seq_len']} exceeds model.n_positions "
-                           f"{model_cfg['n_positions']}")
-    if model_cfg["n_embd"] % model_cfg["n_head"]:
-        raise WikiGPTError(f"config: model.n_embd {model_cfg['n_embd']} is not divisible by model.n_head "
-                           f"{model_cfg['n_head']}")
+    check_model(model_cfg)  # the workflow checked it before any job; a direct launch gets the same line
     return GPTConfig.padded(vocab_size, model_cfg["vocab_multiple"], tp, n_positions=model_cfg["n_positions"],
                             n_layer=model_cfg["n_layer"], n_head=model_cfg["n_head"], n_embd=model_cfg["n_embd"],
                             dropout=model_cfg["dropout"])
@@ -237,6 +236,7 @@ class Trainer:
                  env: DistEnv | None = None) -> None:
         self.train_cfg, self.paths = train_cfg, paths
         self.env = env or init_distributed(train_cfg["device"])
+        self.train_cfg = train_cfg = resolve_layout(train_cfg, self.env.world_size)  # dp: world over tp
         self.device = self.env.device
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal grads from a peaked softmax made CPU steps ~6x slower
@@ -568,16 +568,20 @@ class Trainer:
             self.last_saved = it
         return record
 
-    def run(self) -> dict:
-        """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json."""
+    def run(self, console: TextIO | None = None) -> dict:
+        """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json. With
+        `console`, rank 0 also writes a few progress lines there (training.progress)."""
         tc = self.train_cfg
         start = self.start()
         self.last_saved = start if start else None
         self.loss_fn.train()
         bar = tqdm(total=tc["iters"], initial=start, desc="train", unit="it", file=sys.stderr,
                    mininterval=2.0, disable=not self.env.is_main, dynamic_ncols=False, ncols=100)
+        progress = ConsoleProgress(tc["iters"], start, console) if console and self.env.is_main else None
         for record in self.iterations():
             bar.update(1)
+            if progress is not None:
+                progress.update(self.state.iteration, record)
             if self.state.iteration % tc["log_interval"] == 0:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
@@ -631,6 +635,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", required=True, type=Path, help="checkpoints/<run_name>")
     p.add_argument("--done", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--progress", action="store_true",
+                   help="also print a progress line to stdout now and then (rule train: the console)")
     return p.parse_args(argv)
 
 
@@ -655,7 +661,7 @@ def main(argv: list[str] | None = None) -> None:
             trainer = Trainer(_json_arg(args.model, "model"), _json_arg(args.train, "train"), args.data_seed,
                               paths)
             try:
-                trainer.run()
+                trainer.run(sys.stdout if args.progress else None)
             finally:
                 shutdown()
 

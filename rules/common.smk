@@ -47,6 +47,21 @@ check_config(config, workflow.source_path(CONFIG_SCHEMA))
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 
+def check_before_any_job(check, *args):
+    """A gpt2core.config_checks rule, turned into the workflow's one-line stop."""
+    from gpt2core.errors import WikiGPTError
+
+    try:
+        check(*args)
+    except WikiGPTError as exc:
+        fail(str(exc))
+
+
+from gpt2core.config_checks import check_cross_keys, check_local_source
+
+check_before_any_job(check_cross_keys, config)
+
+
 DATA = "data"
 
 
@@ -124,6 +139,22 @@ DOWNLOADS = _register_downloads()
 
 def downloaded(key):
     return f"{DATA}/downloads/{key}"
+
+
+def check_local_sources():
+    """Local files the config names must be there (or downloaded already) before any job runs."""
+    named = [(f"corpus {c['name']!r} source", s, f"{c['name']}/{source_name(s)}")
+             for c in config["corpora"] for s in c["sources"]]
+    if config["tokenizer"]["kind"] == "gpt2":
+        named += [(f"tokenizer.{k}", config["tokenizer"][k], f"tokenizer/{source_name(config['tokenizer'][k])}")
+                  for k in ("encoder", "vocab")]
+    named += [(f"eval.{k}.source", config["eval"][k]["source"], f"eval/{k}/{source_name(config['eval'][k]['source'])}")
+              for k in ("wiki103", "lambada") if config["eval"][k].get("source")]
+    for what, source, key in named:
+        check_before_any_job(check_local_source, source, what, downloaded(key))
+
+
+check_local_sources()
 
 
 def corpus_parts(corpus_name):

@@ -7,10 +7,11 @@ import json
 import shlex
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.parallel_config import check_parallel_config, check_seq_len
+from gpt2core.parallel_config import check_parallel_config, check_seq_len, resolve_layout
 from gpt2core.training.lever_config import check_levers
 
 try:  # tensor/data-parallel layout and speed-lever errors stop the workflow before anything is launched
+    config["train"] = resolve_layout(config["train"])  # train: {tp: 2} alone means 2 processes
     check_seq_len(config["model"]["seq_len"], check_parallel_config(config["model"], config["train"]))
     check_levers(config["train"])
 except WikiGPTError as _exc:
@@ -65,16 +66,23 @@ rule train:
         " if [ {params.nnodes:q} -gt 1 ]; then"
         "  if [ -z \"${{SLURM_JOB_NODELIST:-}}\" ] || ! command -v srun >/dev/null; then"
         "   echo 'error: config: train.nnodes > 1 runs inside a SLURM allocation (srun); elsewhere start"
-        " torchrun on each node yourself (README: Tensor and data parallelism)' >&2; exit 1; fi;"
+        " torchrun on each node yourself (docs/training.md: Tensor and data parallelism)' >&2; exit 1; fi;"
         "  LAUNCH=\"srun --nodes={params.nnodes} --ntasks-per-node=1 --kill-on-bad-exit=1\";"
         "  [ -n \"$EP\" ] || EP=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500;"
         " fi; [ -n \"$EP\" ] || EP=localhost:0;"
-        " OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}} $LAUNCH \"${{TORCHRUN[@]}}\""
+        " export OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}};"
+        " CMD=($LAUNCH \"${{TORCHRUN[@]}}\""
         " --nnodes {params.nnodes:q} --nproc-per-node {params.nproc:q} --rdzv-backend c10d"
         " --rdzv-endpoint \"$EP\" --rdzv-id {params.rdzv_id:q}"
         " -m gpt2core.train --manifest {input.manifest:q} --model {params.model:q} --train {params.train:q}"
         " --data-seed {params.data_seed:q} --checkpoints {params.checkpoints:q}"
-        " --done {output.done:q} --metrics {output.metrics:q} > {log:q} 2>&1"
+        " --done {output.done:q} --metrics {output.metrics:q} --progress);"
+        # the command line goes to the log only; the trainer's stderr (bar, messages) too; its stdout, a
+        # progress line now and then, stays on the console
+        " echo \"train: {params.nproc} x {params.nnodes} process(es) (train.nproc_per_node x train.nnodes); progress"
+        " below, everything (command line, progress bar, messages) in \"{log:q};"
+        " echo \"+ OMP_NUM_THREADS=$OMP_NUM_THREADS OMP_WAIT_POLICY=$OMP_WAIT_POLICY ${{CMD[*]@Q}}\" > {log:q};"
+        " \"${{CMD[@]}}\" 2>> {log:q}"
 
 
 rule loss_curve:

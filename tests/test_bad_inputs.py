@@ -1,4 +1,4 @@
-"""Bad inputs the other test files do not already try (see the README table for those: test_data_errors.py,
+"""Bad inputs the other test files do not already try (see the table in docs/reliability.md for those: test_data_errors.py,
 test_train.py, test_parallel*.py, test_eval_workflow.py): a page whose text is 50 MB, a page of only
 whitespace, titles with `../` and shell metacharacters, and empty evaluation files. Each is either handled
 correctly or stops with one clear line naming the file; none destroys an earlier good output.

@@ -55,7 +55,7 @@ def test_profile_categories_name_the_kernels_an_h100_ran() -> None:
 
 def test_reshard_memory_benchmark_runs_both_ways(tmp_path: Path) -> None:
     """bench_reshard_cpu.py saves a real tp=2 checkpoint with torchrun and resumes it at tp=1 both ways (tiny
-    model here; the figure in the README is GPT-2 small)."""
+    model here; the figure in docs/speed.md is GPT-2 small)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_reshard_cpu.py"), "--layers", "1",
                            "--hidden", "64", "--heads", "2", "--vocab", "1000"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -65,7 +65,7 @@ def test_reshard_memory_benchmark_runs_both_ways(tmp_path: Path) -> None:
 
 def test_loss_chunk_benchmark_runs_both_variants_with_equal_losses(tmp_path: Path) -> None:
     """bench_loss_chunk_cpu.py measures the plain loss and train.loss_chunk in separate processes (tiny
-    model here; the README's figure is GPT-2 small); the two runs print the same loss curve."""
+    model here; the figure in docs/speed.md is GPT-2 small); the two runs print the same loss curve."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_loss_chunk_cpu.py"), "--layers", "1",
                            "--hidden", "64", "--heads", "2", "--vocab", "4000", "--seq", "64", "--chunk", "48",
                            "--steps", "2"], capture_output=True, text=True, timeout=300, cwd=tmp_path,

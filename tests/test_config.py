@@ -34,6 +34,8 @@ def test_dump_glob_expands_to_parts_from_checksum_file(tmp_path: Path) -> None:
     )
     source = {"url": f"file://{tmp_path}/enwiki-latest-pages-articles[0-9]*.xml-p*.bz2",
               "checksums_url": str(sums)}
+    for part in ("1.xml-p1p41242", "2.xml-p41243p151573"):  # a local source must be there to plan the run
+        (tmp_path / f"enwiki-latest-pages-articles{part}.bz2").write_bytes(b"")
     config = tiny_config()
     config["corpora"][0]["sources"] = [source]
     write_config(tmp_path, config)

@@ -4,6 +4,12 @@ length capped by positions, EOD stops, and the file-level entry (real tokenizer,
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +149,82 @@ def test_write_samples_from_an_export(tmp_path: Path) -> None:
     first = out.read_bytes()
     write_samples(tmp_path / "model", out, ["The history of", "In mathematics,"], tmp_path / "prompts.txt", settings)
     assert out.read_bytes() == first
+
+
+# ---- the command line: --help, the no-prompt error, the interactive mode on a real terminal (a pty) -----
+def export_model(tmp_path: Path) -> Path:
+    from tokenizers import Tokenizer
+
+    tok = make_tokenizer(tmp_path / "tokenizer.json")
+    torch.manual_seed(0)
+    vocab = Tokenizer.from_file(str(tok)).get_vocab_size()
+    export_hf(GPT(GPTConfig.padded(vocab, 128, n_positions=64, n_layer=1, n_head=2, n_embd=16)),
+              tmp_path / "model", tok)
+    return tmp_path / "model"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpt2core.generate", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_help_has_a_line_for_every_option_and_ends_its_sentences() -> None:
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    usage, options = proc.stdout.split("\noptions:\n")
+    described = {m.group(1): m.group(2) for m in re.finditer(r"^  (--[\w-]+)(?: [A-Z]+)?(?: +(\S.*))?$", options, re.M)}
+    for option in set(re.findall(r"\[(--[\w-]+)", usage)):
+        assert option in described, option
+        assert described[option] or option in ("--model-dir",), option  # long names put their help below
+    assert "--prompt TEXT         a prompt to continue" in options
+    description = usage.split("\n\n", 1)[1]
+    assert description.rstrip().endswith("."), description
+
+
+def test_no_prompt_names_the_option_to_give(tmp_path: Path) -> None:
+    proc = _cli("--model-dir", str(tmp_path / "absent"))
+    assert proc.returncode == 1
+    assert proc.stderr == ("error: no prompt: give --prompt TEXT (repeatable), --prompts-file FILE, or --interactive "
+                           "on a terminal\n")
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 60.0) -> bytes:
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no {marker!r} within {timeout} s; got {out!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+@pytest.mark.parametrize(("key", "name"), [(b"\x04", "Ctrl-D"), (b"\x03", "Ctrl-C"), (b"\r", "empty line")])
+def test_interactive_mode_says_how_to_quit_and_ends_cleanly(tmp_path: Path, key: bytes, name: str) -> None:
+    import pty
+
+    model = export_model(tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a real terminal on stdin/stdout/stderr, Ctrl-C sends it SIGINT
+        os.execv(sys.executable, [sys.executable, "-m", "gpt2core.generate", "--model-dir", str(model),
+                                  "--max-new-tokens", "4"])
+    try:
+        first = _read_until(fd, b"prompt> ")
+        assert b"an empty line, Ctrl-D or Ctrl-C quits." in first
+        os.write(fd, b"The history of\r")
+        answer = _read_until(fd, b"prompt> ")
+        assert b"The history of" in answer.split(b"\n", 1)[1], answer
+        os.write(fd, key)
+        rest = _read_until(fd, b"\x00", timeout=30)  # everything until the terminal closes
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, (name, rest)
+    assert b"Traceback" not in rest and b"KeyboardInterrupt" not in rest, rest
+    if name != "empty line":
+        assert rest.endswith(b"\r\n") and b"prompt> " not in rest.split(b"\n")[-1], (name, rest)

@@ -96,6 +96,20 @@ def test_trainer_tp2_matches_tp1(work: Path) -> None:
     assert last < first
 
 
+def test_trainer_with_tp_alone_takes_the_layout_from_torchrun(work: Path) -> None:
+    """`--train` naming only tp (no dp, no nproc_per_node), as a torchrun user writes it: dp is torchrun's world
+    size over tp, and the run is the tp=2 run (was: '1 x 1 = 1 processes, but train.tp x train.dp = 2 x 1')."""
+    cmd = command(work, "tp2_alone", 2, tp=2)
+    at = cmd.index("--train") + 1
+    tc = {k: v for k, v in json.loads(cmd[at]).items() if k not in ("dp", "nproc_per_node")}
+    cmd[at] = json.dumps(tc)
+    proc = subprocess.run(cmd, cwd=work, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_same(work, "tp1", "tp2_alone")
+    meta = json.loads((work / "checkpoints/tp2_alone/step_0000010/meta.json").read_text())
+    assert (meta["tp"], meta["dp"], meta["world_size"]) == (2, 1, 2)
+
+
 def test_trainer_tp2_bf16_with_half_residual_follows_the_fp32_stream(work: Path) -> None:
     """train.half_residual under tensor parallelism: the stream's cast happens before the sharded blocks."""
     train(work, "tp2_bf16", nproc=2, tp=2, precision="bf16")
@@ -234,10 +248,12 @@ def test_workflow_tp2_merges_to_one_hf_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("train_over", "model_over", "message"), [
-    ({"tp": 2, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 x 1 = 1 processes, but "
-                                         "train.tp x train.dp = 2 x 1 = 2"),
+    ({"tp": 2, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 process(es), not a multiple of "
+                                         "train.tp 2"),
+    ({"tp": 2, "dp": 1, "nproc_per_node": 1}, {}, "train.nproc_per_node x train.nnodes = 1 x 1 = 1 processes, but "
+                                                  "train.tp x train.dp = 2 x 1 = 2"),
     ({"tp": 2, "nproc_per_node": 2}, {"n_head": 3, "n_embd": 96}, "model.n_head 3 is not divisible by train.tp 2"),
-    ({"tp": 4, "nproc_per_node": 4}, {"n_head": 4, "n_embd": 66}, "model.n_embd 66 is not divisible by train.tp 4"),
+    ({"tp": 4, "nproc_per_node": 4}, {"n_head": 4, "n_embd": 66}, "model.n_embd 66 is not divisible by model.n_head 4"),
     ({"dp": 2, "nproc_per_node": 2, "nnodes": 2}, {}, "train.nproc_per_node x train.nnodes = 2 x 2 = 4 processes, "
                                                      "but train.tp x train.dp = 1 x 2 = 2"),
 ])

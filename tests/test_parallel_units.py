@@ -16,6 +16,7 @@ from gpt2core.parallel import (
     qkv_from_tp_layout,
     qkv_to_tp_layout,
 )
+from gpt2core.parallel_config import resolve_layout
 
 MODEL = {"n_head": 16, "n_embd": 1024, "vocab_multiple": 128, "seq_len": 1024}
 
@@ -40,6 +41,30 @@ def test_a_valid_layout_passes() -> None:
 def test_config_errors_name_the_keys(model: dict, tr: dict, message: str) -> None:
     with pytest.raises(WikiGPTError, match=message):
         check_parallel_config({**MODEL, **model}, tr, 50257)
+
+
+@pytest.mark.parametrize(("given", "world", "dp", "nproc"), [
+    ({"tp": 2}, None, 1, 2),  # tp alone: two processes, as torchrun/torchtitan users expect
+    ({"tp": 2, "dp": 4, "nnodes": 2}, None, 4, 4),
+    ({"tp": 2, "nproc_per_node": 8}, None, 4, 8),  # dp = the processes over tp
+    ({"tp": 2, "nproc_per_node": 4, "nnodes": 2}, None, 4, 4),
+    ({"tp": 2}, 6, 3, 6),  # the trainer: torchrun's world size over tp
+    ({}, None, 1, 1),
+    ({"tp": 2, "dp": 3, "nproc_per_node": 2}, None, 3, 2),  # both given: kept (check_parallel_config refuses)
+])
+def test_layout_follows_from_what_is_given(given: dict, world: int | None, dp: int, nproc: int) -> None:
+    cfg = resolve_layout(given, world)
+    assert (cfg["dp"], cfg["nproc_per_node"]) == (dp, nproc)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"tp": 4, "nproc_per_node": 6}, "train.nproc_per_node x train.nnodes = 6 process\\(es\\), not a multiple of "
+                                     "train.tp 4"),
+    ({"tp": 3, "nnodes": 2}, r"train.tp x train.dp = 3 x 1 = 3 processes do not split evenly over train.nnodes 2"),
+])
+def test_a_layout_that_cannot_fit_names_the_keys(given: dict, message: str) -> None:
+    with pytest.raises(WikiGPTError, match=message):
+        resolve_layout(given)
 
 
 def test_sequence_parallel_needs_a_divisible_sequence() -> None:

@@ -132,7 +132,7 @@ def stage_running(sid: int, stage: str) -> bool:
 
 @dataclass
 class Fault:
-    """One injected fault and what happened to it (a row of the README table)."""
+    """One injected fault and what happened to it (a row of the table in docs/reliability.md)."""
 
     stage: str
     signal: str
@@ -296,7 +296,7 @@ def stage_seconds(reference: Path, stage: str) -> float:
 
 
 def report_table() -> str:
-    """The README table rows for every fault injected in this session."""
+    """The docs/reliability.md table rows for every fault injected in this session."""
     rows = ["| stage | signal | seed | delay (s) | inside the stage | stale lock on rerun | plain rerun |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     rows += [f"| {f.stage} | {f.signal} | {f.seed} | {f.delay_s:.3f} | {f.inside} | {f.stale_lock} | "

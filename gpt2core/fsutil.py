@@ -11,6 +11,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from gpt2core.errors import WikiGPTError, disk_full, disk_full_message
+
 
 def _proc_stat(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (state first), None where unknown."""
@@ -90,6 +92,19 @@ def remove_stale_temporaries(final: Path) -> None:
 
 
 @contextlib.contextmanager
+def naming_full_disk(final: Path) -> Iterator[None]:
+    """A full disk while an output is written becomes one line naming that output (the OSError of a plain
+    write() carries no file name; torch's checkpoint writer wraps it in a BaseException)."""
+    try:
+        yield
+    except BaseException as exc:  # noqa: BLE001
+        full = disk_full(exc)
+        if full is None:
+            raise
+        raise WikiGPTError(disk_full_message(full, final)) from None
+
+
+@contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; rename it to `final` on success, delete it on any error."""
     final = Path(final)
@@ -97,7 +112,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     remove_stale_temporaries(final)
     tmp = _tmp_name(final)
     try:
-        yield tmp
+        with naming_full_disk(final):
+            yield tmp
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -113,9 +129,11 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = _tmp_name(final)
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    with naming_full_disk(final):
+        tmp.mkdir()
     try:
-        yield tmp
+        with naming_full_disk(final):
+            yield tmp
         replace_dir(tmp, final)
     finally:
         if tmp.exists():

@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from gpt2core.data.checksums import expand_glob, expected_digest, file_digest, parse_sums
-from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import write_text_atomic
+from gpt2core.errors import WikiGPTError, disk_full
+from gpt2core.fsutil import naming_full_disk, write_text_atomic
 
 CHUNK = 1 << 20
 RETRIES = 3
@@ -170,6 +170,8 @@ def _fetch_http(url: str, part: Path) -> None:
         except urllib.error.HTTPError as exc:
             raise WikiGPTError(f"cannot download {url}: {_reason(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
+            if disk_full(exc):
+                raise  # not the network's fault: no retry
             attempt += 1
             progressed = part.exists() and part.stat().st_size > before
             if not progressed or attempt >= RETRIES:
@@ -203,8 +205,9 @@ def download(source: dict, dest: str | Path) -> str | None:
     sums = read_checksums(sums_url, dest.parent) if sums_url else None
     check_link(source)
     try:
-        return _fetch_and_verify(source["url"], dest, expected_digest(source, dest.name, sums),
-                                 bool(source.get("link")))
+        with naming_full_disk(dest):
+            return _fetch_and_verify(source["url"], dest, expected_digest(source, dest.name, sums),
+                                     bool(source.get("link")))
     except WikiGPTError as exc:
         if was_kept and ("HTTP 404" in str(exc) or "mismatch" in str(exc)):
             raise WikiGPTError(f"{exc} (checked against the kept copy of {sums_url}, {kept}: if the dump "

@@ -1,0 +1,136 @@
+"""A full disk at every stage that writes (download, presplit, tokenize, merge, checkpoint save) is one line
+naming the output, exit 1, nothing under a final name. The disk is a small tmpfs (root only; skipped with a
+reason elsewhere; CI runs as root)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2core.errors import WikiGPTError, disk_full, run_cli
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs mounted in tmp_path (unmounted after the test)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True,
+                          text=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({proc.stderr.strip() or 'not root'})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+
+
+def one_line_error(fn, capsys) -> str:
+    """Run `fn` as a stage script does; return the one line it printed (it must exit 1)."""
+    with pytest.raises(SystemExit) as info:
+        run_cli(fn)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def noise(n: int, seed: int = 0) -> str:
+    """`n` characters of incompressible words (zstd must not shrink them below the disk's size)."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+             for _ in range(n // 5)]
+    return " ".join(words)[:n]
+
+
+def test_download_to_a_full_disk_names_the_file(tmp_path: Path, small_disk: Path, capsys) -> None:
+    from gpt2core.data.download import download
+
+    src = tmp_path / "dump.xml"
+    src.write_bytes(noise(600_000).encode())
+    dest = small_disk / "downloads" / "dump.xml"
+    line = one_line_error(lambda: download({"url": str(src)}, dest), capsys)
+    assert str(dest) in line and "no space left on device" in line
+    assert not dest.exists()
+
+
+def test_presplit_to_a_full_disk_names_the_shard(tmp_path: Path, small_disk: Path, capsys) -> None:
+    from gpt2core.data.presplit import presplit_shard
+
+    part = tmp_path / "extract" / "AA"
+    part.mkdir(parents=True)
+    with open(part / "wiki_00", "w", encoding="utf-8") as fh:
+        for i in range(40):
+            fh.write(json.dumps({"id": str(i), "title": f"T{i}", "url": "", "text": noise(20_000, i)}) + "\n")
+    out = small_disk / "presplit" / "00000.parquet"
+    line = one_line_error(lambda: presplit_shard([("p", tmp_path / "extract")], out, 0, 1), capsys)
+    assert str(out) in line and "no space left on device" in line
+    assert not out.exists()
+    assert not list(out.parent.iterdir())  # the temporary is gone too
+
+
+def test_tokenize_to_a_full_disk_names_the_shard(tmp_path: Path, small_disk: Path, capsys) -> None:
+    from gpt2core.data.presplit import presplit_shard
+    from gpt2core.data.shards import tokenize_shard
+    from gpt2core.data.tokenizer import train_bpe
+
+    part = tmp_path / "extract" / "AA"
+    part.mkdir(parents=True)
+    with open(part / "wiki_00", "w", encoding="utf-8") as fh:
+        for i in range(30):
+            fh.write(json.dumps({"id": str(i), "title": f"T{i}", "url": "", "text": noise(20_000, i)}) + "\n")
+    shard = tmp_path / "00000.parquet"
+    presplit_shard([("p", tmp_path / "extract")], shard, 0, 1)
+    tok = tmp_path / "tokenizer.json"
+    train_bpe([[str(shard)]], tok, vocab_size=300, min_frequency=2, sample_bytes=100_000)
+    out = small_disk / "tokens" / "00000"
+    line = one_line_error(lambda: tokenize_shard(shard, tok, out, [1, 0, 0], 1, "uint16"), capsys)
+    assert str(out) in line and "no space left on device" in line
+    assert not out.exists()
+
+
+def _tiny_model():
+    from gpt2core.model import GPT, GPTConfig
+
+    cfg = GPTConfig(vocab_size=1000, padded_vocab_size=1024, n_layer=2, n_head=2, n_embd=64, n_positions=64)
+    return GPT(cfg), cfg
+
+
+def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys) -> None:
+    from gpt2core.training.checkpoint import save_checkpoint
+
+    model, cfg = _tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    root = small_disk / "ckpts"
+    line = one_line_error(lambda: save_checkpoint(root, 5, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
+    assert str(root / "step_0000005") in line and "no space left on device" in line
+    assert not (root / "step_0000005").exists()
+
+
+def test_merge_to_a_full_disk_names_the_model_folder(small_disk: Path, capsys) -> None:
+    from gpt2core.hf import export_hf
+
+    model, _ = _tiny_model()
+    out = small_disk / "model"
+    line = one_line_error(lambda: export_hf(model, out), capsys)
+    assert str(out) in line and "no space left on device" in line
+    assert not out.exists()
+
+
+def test_a_full_disk_inside_a_distributed_checkpoint_failure_is_found() -> None:
+    """dcp.save reports a rank's OSError inside a CheckpointException, a BaseException."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    wrapped = CheckpointException("save failed", {1: (full, None)})
+    assert disk_full(wrapped) is full
+    assert disk_full(CheckpointException("save failed", {0: (ValueError("x"), None)})) is None
+    assert disk_full(WikiGPTError("x")) is None

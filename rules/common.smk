@@ -145,6 +145,13 @@ def decontamination_titles():
     return []
 
 
+def limits(*keys):
+    """`limits=` for a rule's params holding only those of `keys` the config sets (so a config that sets
+    none keeps the params it had before limits existed): use as `**limits(...)` in `params:`."""
+    chosen = {k: config["limits"][k] for k in keys if k in config["limits"]}
+    return {"limits": chosen} if chosen else {}
+
+
 def tokenizer_json():
     return f"{RESULTS}/tokenizer/tokenizer.json"
 

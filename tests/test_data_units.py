@@ -167,6 +167,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             data, status = self.payload[start:], 206
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
         if self.etag:
             self.send_header("ETag", self.etag)
         self.end_headers()

@@ -343,8 +343,8 @@ def test_blocks_inside_a_long_line_read_only_themselves(tmp_path, monkeypatch):
             read.append(len(data))
             return data
 
-        def readline(self):
-            data = self.fh.readline()
+        def readline(self, size=-1):
+            data = self.fh.readline(size)
             read.append(len(data))
             return data
 

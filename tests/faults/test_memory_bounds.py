@@ -1,0 +1,95 @@
+"""Memory bounded whatever the input's shape: a long paragraph is cut before the sentence splitter (counted),
+a line past limits.max_line_bytes and JSON that Python cannot hold (a lone surrogate, deep nesting) are
+one-line errors naming file and line. The peak-RSS figure is benchmarks/bench_long_paragraph.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from gpt2core.data.presplit import presplit_shard, shard_stats
+from gpt2core.data.sentences import split_sentences
+from gpt2core.errors import WikiGPTError
+
+SENTENCE = "The mill by the river was built long ago and nobody remembers who built it. "
+
+
+def test_a_paragraph_longer_than_the_limit_is_cut_counted_and_keeps_every_word() -> None:
+    text = "A short first paragraph.\n" + SENTENCE * 200 + "\nA short last one."
+    cuts: Counter = Counter()
+    out = split_sentences(text, piece_chars=1000, max_paragraph_chars=2000, cuts=cuts)
+    assert cuts["paragraph_cuts"] >= len(SENTENCE) * 200 // 2000
+    assert out.split() == text.split()  # cut between sentences: nothing lost, nothing glued
+    assert max(map(len, out.split("\n"))) <= 2000
+
+
+def test_an_endless_word_is_cut_at_the_limit() -> None:
+    cuts: Counter = Counter()
+    out = split_sentences("x" * 10_000, max_paragraph_chars=3000, cuts=cuts)
+    assert cuts["paragraph_cuts"] == 3 and out.replace("\n", "") == "x" * 10_000
+
+
+def test_paragraphs_within_the_limit_are_not_cut_and_split_as_before() -> None:
+    text = (SENTENCE * 10 + "\n") * 50
+    cuts: Counter = Counter()
+    assert split_sentences(text, piece_chars=500, max_paragraph_chars=2000, cuts=cuts) == split_sentences(text)
+    assert cuts["paragraph_cuts"] == 0
+
+
+def _extract(tmp_path: Path, lines: list[bytes]) -> Path:
+    folder = tmp_path / "extract"
+    (folder / "AA").mkdir(parents=True)
+    (folder / "AA" / "wiki_00").write_bytes(b"".join(lines))
+    return folder
+
+
+def _article(i: int, text: str) -> bytes:
+    return (json.dumps({"id": str(i), "title": f"T{i}", "url": "", "text": text}) + "\n").encode()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_presplit_counts_its_paragraph_cuts(tmp_path: Path, lang: str) -> None:
+    body = SENTENCE * 300 if lang == "en" else "河边的磨坊是很久以前建的，没有人记得是谁建的。" * 600
+    folder = _extract(tmp_path, [_article(1, body)])
+    stats = presplit_shard([("p", folder)], tmp_path / "out.parquet", 0, 1, lang=lang, max_paragraph_chars=4096)
+    assert stats["paragraph_cuts"] >= 2 and shard_stats(tmp_path / "out.parquet")["paragraph_cuts"] >= 2
+    text = pq.read_table(tmp_path / "out.parquet").column("text")[0].as_py()
+    assert "".join(text.split()) == "".join(body.split())
+    assert all(line.endswith((".", "。")) for line in text.split("\n"))  # cut between sentences
+
+
+def test_a_line_past_max_line_bytes_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    folder = _extract(tmp_path, [_article(1, "fine " * 100), _article(2, SENTENCE * 2000)])
+    with pytest.raises(WikiGPTError, match=r"wiki_00:2: a line longer than 100000 bytes"):
+        presplit_shard([("p", folder)], tmp_path / "out.parquet", 0, 1, max_line_bytes=100_000)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.parametrize("bad, expect", [
+    (b'{"id": "2", "title": "S", "url": "", "text": "a\\ud800b"}\n', "lone surrogate"),
+    (b'{"id": "2", "title": "S", "url": "", "text": "x", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+     "nested too deeply"),
+])
+def test_json_python_cannot_hold_is_one_line_naming_file_and_line(tmp_path: Path, bad: bytes, expect: str) -> None:
+    folder = _extract(tmp_path, [_article(1, "fine " * 100), bad])
+    with pytest.raises(WikiGPTError, match=rf"wiki_00:2: .*{expect}"):
+        presplit_shard([("p", folder)], tmp_path / "out.parquet", 0, 1)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.e2e
+def test_the_workflow_gives_presplit_its_limits(tmp_path: Path) -> None:
+    """limits.max_line_bytes reaches presplit: one line naming the extracted file and its line."""
+    from conftest import run_snakemake, tiny_config, write_config
+
+    write_config(tmp_path, tiny_config(limits={"max_line_bytes": 1024, "max_paragraph_chars": 4096}))
+    proc = run_snakemake(tmp_path, "data/presplit/samplewiki/00000.parquet", check=False)
+    errors = {ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")}
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    line = errors.pop()
+    assert "data/extract/samplewiki/" in line and "a line longer than 1024 bytes" in line
+    assert not (tmp_path / "data/presplit/samplewiki/00000.parquet").exists()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from gpt2core.data.encoder import EOD
+from gpt2core.data.encoder import EOD, MAX_TOKENIZER_BYTES
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import atomic_path, sha256_file
+from gpt2core.fsutil import atomic_path, read_limited, sha256_file
 
 # OpenAI's published GPT-2 files (also pinned in configs/gpt2-small-enwiki.yaml); reported in the log so a
 # run on other files under the same names is visible.
@@ -34,11 +34,18 @@ def build_gpt2(encoder_json: str | Path, vocab_bpe: str | Path, out: str | Path)
     from tokenizers import Tokenizer, models
 
     try:
-        vocab = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WikiGPTError(f"{encoder_json}: not a GPT-2 encoder.json ({exc})") from None
+        vocab = json.loads(read_limited(encoder_json, MAX_TOKENIZER_BYTES, "a GPT-2 encoder.json"))
+    except (ValueError, RecursionError) as exc:
+        raise WikiGPTError(f"{encoder_json}: not a GPT-2 encoder.json ({type(exc).__name__}: "
+                           f"{str(exc)[:100]})") from None
+    if not isinstance(vocab, dict):
+        raise WikiGPTError(f"{encoder_json}: not a GPT-2 encoder.json (not a JSON object)")
+    try:
+        bpe_lines = read_limited(vocab_bpe, MAX_TOKENIZER_BYTES, "a GPT-2 vocab.bpe").decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise WikiGPTError(f"{vocab_bpe}: invalid UTF-8 at byte {exc.start}") from None
     merges = []
-    for lineno, line in enumerate(Path(vocab_bpe).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(bpe_lines, 1):
         if lineno == 1 and line.startswith("#version") or not line.strip():
             continue
         pair = line.split(" ")

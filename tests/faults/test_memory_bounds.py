@@ -93,3 +93,43 @@ def test_the_workflow_gives_presplit_its_limits(tmp_path: Path) -> None:
     line = errors.pop()
     assert "data/extract/samplewiki/" in line and "a line longer than 1024 bytes" in line
     assert not (tmp_path / "data/presplit/samplewiki/00000.parquet").exists()
+
+
+def test_a_tokenizer_file_past_the_limit_is_one_line_before_it_is_parsed(tmp_path: Path) -> None:
+    from gpt2core.data.encoder import MAX_TOKENIZER_BYTES, load_encoder
+    from gpt2core.eval.encoder import load_encode
+    from gpt2core.hf import eod_id_from_tokenizer
+
+    big = tmp_path / "tokenizer.json"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_TOKENIZER_BYTES + 1)  # sparse: no disk used
+    for load in (load_encoder, load_encode, eod_id_from_tokenizer):
+        with pytest.raises(WikiGPTError, match=rf"{big}: larger than {MAX_TOKENIZER_BYTES} bytes"):
+            load(big)
+
+
+@pytest.mark.parametrize("content", [b"[" * 100_000 + b"]" * 100_000, b'{"added_tokens": "\xff"}'])
+def test_a_hostile_tokenizer_json_is_one_line_naming_it(tmp_path: Path, content: bytes) -> None:
+    from gpt2core.hf import eod_id_from_tokenizer
+
+    bad = tmp_path / "tokenizer.json"
+    bad.write_bytes(content)
+    with pytest.raises(WikiGPTError, match=rf"{bad}: "):
+        eod_id_from_tokenizer(bad)
+
+
+@pytest.mark.parametrize("which, content, expect", [
+    ("encoder.json", b"[" * 100_000 + b"]" * 100_000, "RecursionError"),
+    ("encoder.json", b"[1, 2]", "not a JSON object"),
+    ("vocab.bpe", b"#version: 0.2\n\xff\xfe x\n", "invalid UTF-8"),
+])
+def test_hostile_gpt2_tokenizer_files_are_one_line_naming_them(tmp_path: Path, which: str, content: bytes,
+                                                               expect: str) -> None:
+    from gpt2core.data.tokenizer import build_gpt2
+
+    files = {"encoder.json": b'{"<|endoftext|>": 0, "a": 1}', "vocab.bpe": b"#version: 0.2\na b\n"}
+    files[which] = content
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(WikiGPTError, match=rf"{tmp_path / which}: .*{expect}"):
+        build_gpt2(tmp_path / "encoder.json", tmp_path / "vocab.bpe", tmp_path / "tokenizer.json")

@@ -83,6 +83,9 @@ def source_name(source):
     name = PurePosixPath(path).name
     if not name or name in (".", ".."):
         fail(f"config: cannot take a file name from url {source['url']!r}")
+    if "{" in name or "}" in name:  # Snakemake would read them as wildcards in the paths named after it
+        fail(f"config: source {source['url']!r}: a file name with braces ({name}) cannot name a part; rename "
+             "the file (or link it under a name without braces)")
     return name
 
 

@@ -226,3 +226,18 @@ def test_the_workflow_takes_the_transfer_limits_from_the_config(bad_server, tmp_
     errors = {ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")}
     assert proc.returncode != 0 and len(errors) == 1 and "too slow" in errors.pop()
     assert not (tmp_path / target).exists()
+
+
+@pytest.mark.e2e
+def test_a_source_file_name_with_braces_is_a_config_error_before_any_job(tmp_path: Path) -> None:
+    from conftest import SAMPLE, run_snakemake, write_config
+
+    src = tmp_path / "dump{x}.xml.bz2"
+    src.write_bytes((SAMPLE / "samplewiki-pages-articles.xml.bz2").read_bytes())
+    work = tmp_path / "w"
+    work.mkdir()
+    write_config(work, {"corpora": [{"name": "c", "sources": [{"url": str(src)}]}]})
+    proc = run_snakemake(work, "-n", check=False, timeout=300)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-2000:]
+    assert "dump{x}.xml.bz2" in errors[0] and "braces" in errors[0] and "WildcardError" not in proc.stderr

@@ -110,3 +110,23 @@ def test_wikiextractor_on_a_full_disk_is_one_line_not_a_hang(tmp_path: Path, sma
     assert time.monotonic() - started < 100
     assert str(info.value).startswith(f"{out}: no space left on device")
     assert not out.exists() and os.listdir(out.parent) == []
+
+
+def test_every_process_the_code_starts_has_a_deadline() -> None:
+    """Static: each subprocess call in gpt2core, the stage scripts and the benchmarks passes `timeout=`;
+    the one Popen without it is run_watched's own (deadline and watchdog in its loop)."""
+    import ast
+
+    from test_trust import calls
+
+    repo = Path(__file__).resolve().parents[2]
+    files = [*(repo / "gpt2core").rglob("*.py"), *(repo / "workflow/scripts").glob("*.py"),
+             *(repo / "benchmarks").glob("*.py")]
+    unbounded = []
+    for f in sorted(files):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for name in ("run", "call", "check_call", "check_output", "Popen"):
+            for node in calls(tree, f"subprocess.{name}"):
+                if not any(k.arg == "timeout" for k in node.keywords):
+                    unbounded.append(f"{f.relative_to(repo)} subprocess.{name}")
+    assert unbounded == ["gpt2core/watch.py subprocess.Popen"], unbounded

@@ -33,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import replace_dir
+from gpt2core.fsutil import naming_full_disk, replace_dir
 from gpt2core.training.checkpoint import (
     FORMAT,
     check_compatible,
@@ -87,14 +87,16 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
             shutil.rmtree(tmp)
         (tmp / "rng").mkdir(parents=True)
     _barrier()
-    dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
-    torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+    with naming_full_disk(final):  # a full disk: one line naming the step (DCP wraps the OSError)
+        dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+        torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
     _barrier()
     if rank == 0:
         world = dist.get_world_size() if dist.is_initialized() else 1
         full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
-        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
-        integrity.write_checksums(tmp)
+        with naming_full_disk(final):
+            (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+            integrity.write_checksums(tmp)
         replace_dir(tmp, final)
         prune_checkpoints(root, step, keep_last)
     _barrier()

@@ -134,3 +134,28 @@ def test_a_full_disk_inside_a_distributed_checkpoint_failure_is_found() -> None:
     assert disk_full(wrapped) is full
     assert disk_full(CheckpointException("save failed", {0: (ValueError("x"), None)})) is None
     assert disk_full(WikiGPTError("x")) is None
+
+
+def test_a_sharded_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys) -> None:
+    """DCP's save (one process, no process group) on a full disk: its CheckpointException becomes one line."""
+    from gpt2core.dist_checkpoint import save_sharded
+
+    model, cfg = _tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    root = small_disk / "ckpts"
+    line = one_line_error(lambda: save_sharded(root, 7, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
+    assert str(root / "step_0000007") in line and "no space left on device" in line
+    assert not (root / "step_0000007").exists()
+
+
+def test_the_metrics_log_on_a_full_disk_names_itself(tmp_path: Path, small_disk: Path, capsys) -> None:
+    from gpt2core.training.metrics import MetricsLog
+
+    log = MetricsLog(small_disk / "metrics.jsonl")
+
+    def fill() -> None:
+        for step in range(100_000):
+            log.write({"step": step, "loss": 1.0, "note": "x" * 200})
+
+    line = one_line_error(fill, capsys)
+    assert str(small_disk / "metrics.jsonl") in line and "no space left on device" in line

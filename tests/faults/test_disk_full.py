@@ -159,3 +159,31 @@ def test_the_metrics_log_on_a_full_disk_names_itself(tmp_path: Path, small_disk:
 
     line = one_line_error(fill, capsys)
     assert str(small_disk / "metrics.jsonl") in line and "no space left on device" in line
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("size", ["64k", "128k"])
+def test_the_workflow_on_a_full_disk_stops_with_one_line_and_reruns_once_there_is_room(tmp_path: Path,
+                                                                                      size: str) -> None:
+    """data/ on a small tmpfs: whichever stage meets the full disk (download at 64k, extract at 128k) fails
+    with one line naming its output; with room (the mount gone), a plain rerun completes."""
+    from conftest import run_snakemake, tiny_config, write_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(data)], capture_output=True,
+                          text=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({proc.stderr.strip() or 'not root'})")
+    target = "data/presplit/samplewiki/00000.parquet"
+    try:
+        write_config(tmp_path, tiny_config())
+        run = run_snakemake(tmp_path, target, check=False, timeout=300)
+        errors = {ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("error:")}
+        assert run.returncode != 0 and len(errors) == 1, run.stderr[-3000:]
+        line = errors.pop()
+        assert "no space left on device" in line and "data/" in line, line
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True, timeout=30)
+    run_snakemake(tmp_path, target, timeout=300)
+    assert (tmp_path / target).is_file()

@@ -22,12 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpt2core.data.sentences import MAX_PARAGRAPH_CHARS, PIECE_CHARS, split_pieces, split_sentences
+from gpt2core.data.sources.common import MAX_LINE_BYTES
 from gpt2core.data.zh import is_chinese, split_sentences_zh, to_simplified
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path
 
 BLOCK = 1 << 15
-MAX_LINE_BYTES = 256 << 20  # config limits.max_line_bytes
 _SURROGATE = re.compile("[\ud800-\udfff]")
 ROW_GROUP_BYTES = 32 << 20
 SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("url", pa.string()), ("text", pa.string())])

@@ -133,3 +133,38 @@ def test_hostile_gpt2_tokenizer_files_are_one_line_naming_them(tmp_path: Path, w
         (tmp_path / name).write_bytes(data)
     with pytest.raises(WikiGPTError, match=rf"{tmp_path / which}: .*{expect}"):
         build_gpt2(tmp_path / "encoder.json", tmp_path / "vocab.bpe", tmp_path / "tokenizer.json")
+
+
+@pytest.mark.parametrize("bad, expect", [
+    (b'{"text": "a\\ud800b"}\n', "lone surrogate"),
+    (b'{"text": "x", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "nested too deeply"),
+])
+def test_a_jsonl_source_python_cannot_hold_is_one_line_naming_file_and_line(tmp_path: Path, bad: bytes,
+                                                                             expect: str) -> None:
+    from gpt2core.data.sources import extract_part
+
+    src = tmp_path / "corpus.jsonl"
+    src.write_bytes(b'{"text": "fine \\ud83d\\ude00 emoji pair"}\n' + bad)
+    with pytest.raises(WikiGPTError, match=rf"{src}:2: .*{expect}"):
+        extract_part("jsonl", src, tmp_path / "out", "corpus.jsonl")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("compress", ["plain", "gzip", "zstd"])
+def test_a_jsonl_line_past_the_limit_is_refused_without_reading_it_whole(tmp_path: Path, compress: str) -> None:
+    import gzip
+
+    from gpt2core.data.sources.common import json_lines
+
+    data = b'{"text": "fine"}\n' + b'{"text": "' + b"y" * 50_000 + b'"}\n'
+    src = tmp_path / "corpus.jsonl"
+    if compress == "gzip":
+        data = gzip.compress(data)
+    elif compress == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+    src.write_bytes(data)
+    with pytest.raises(WikiGPTError, match=rf"{src}:2: a line longer than 10000 bytes"):
+        list(json_lines(src, max_line_bytes=10_000))
+    assert [n for n, _ in json_lines(src)] == [1, 2]  # the default limit takes it

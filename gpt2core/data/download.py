@@ -64,12 +64,17 @@ def local_path(url: str) -> Path:
     return Path(url)
 
 
-def read_small(url: str) -> str:
-    """Text of a small file (a checksum list) from any supported location."""
+def read_small(url: str, limits: Transfer | None = None) -> str:
+    """Text of a small file (a checksum list) from any supported location; a remote one under the same
+    transfer deadline as a download (a trickling server fails, it does not hold the DAG build)."""
     try:
         if is_remote(url):
-            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-                data = resp.read(MAX_SMALL + 1)
+            clock = _Deadline(url, limits or Transfer())
+            with urllib.request.urlopen(url, timeout=clock.limits.read_timeout_s) as resp:
+                data = b""
+                while len(data) <= MAX_SMALL and (block := resp.read1(MAX_SMALL + 1 - len(data))):
+                    data += block
+                    clock.add(len(block))
         else:
             with open(local_path(url), "rb") as fh:
                 data = fh.read(MAX_SMALL + 1)
@@ -88,14 +93,14 @@ def kept_list_path(url: str, folder: str | Path | None) -> Path | None:
     return Path(folder) / f".sums-{hashlib.sha1(url.encode()).hexdigest()[:12]}-{name}"
 
 
-def read_checksums(url: str, keep_in: str | Path | None = None) -> str:
+def read_checksums(url: str, keep_in: str | Path | None = None, limits: Transfer | None = None) -> str:
     """Text of a checksum list, checked to be one (an HTML error page is an error, never kept). A remote
     list is kept in `keep_in` after its first read, and that copy is what later DAG builds and downloads
     use: they work offline and agree on the parts; delete the copy to read the list again."""
     cached = kept_list_path(url, keep_in)
     if cached is not None and cached.is_file():
         return cached.read_text(encoding="utf-8")
-    text = read_small(url)
+    text = read_small(url, limits)
     parse_sums(text, url)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +299,7 @@ def download(source: dict, dest: str | Path, limits: Transfer = Transfer()) -> s
     sums_url = source.get("checksums_url") if no_inline else None
     kept = kept_list_path(sums_url, dest.parent) if sums_url else None
     was_kept = kept is not None and kept.is_file()
-    sums = read_checksums(sums_url, dest.parent) if sums_url else None
+    sums = read_checksums(sums_url, dest.parent, limits) if sums_url else None
     check_link(source)
     try:
         with naming_full_disk(dest):

@@ -241,3 +241,11 @@ def test_a_source_file_name_with_braces_is_a_config_error_before_any_job(tmp_pat
     errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-2000:]
     assert "dump{x}.xml.bz2" in errors[0] and "braces" in errors[0] and "WildcardError" not in proc.stderr
+
+
+def test_a_trickling_checksum_list_fails_on_the_transfer_deadline(bad_server, tmp_path: Path) -> None:
+    slow = _url(bad_server, "slow").replace(".xml.bz2", "-sha1sums.txt")
+    started = time.monotonic()
+    with pytest.raises(WikiGPTError, match="too slow"):
+        download({"url": slow.replace("-sha1sums.txt", ".xml.bz2"), "checksums_url": slow}, tmp_path / "d.bz2", FAST)
+    assert time.monotonic() - started < 10

@@ -52,13 +52,15 @@ DATA = "data"
 
 def expand_sources(cfg):
     """A dump URL with a glob in its file name becomes one source per matching part in its checksum file."""
-    from gpt2core.data.download import expand_source
+    from gpt2core.data.download import Transfer, expand_source
     from gpt2core.errors import WikiGPTError
 
+    limits = Transfer.from_limits(cfg["limits"])
     try:
         for corpus in cfg["corpora"]:
             folder = f"{DATA}/downloads/{corpus['name']}"  # remote lists kept there: later builds run offline
-            corpus["sources"] = [part for src in corpus["sources"] for part in expand_source(src, folder)]
+            corpus["sources"] = [part for src in corpus["sources"]
+                                 for part in expand_source(src, folder, limits)]
     except WikiGPTError as exc:
         fail(str(exc))
 

@@ -337,7 +337,8 @@ def _fetch_and_verify(url: str, dest: Path, expected: tuple[str, str] | None, li
     return f"{expected[0]}:{expected[1]}" if expected else None
 
 
-def expand_source(source: dict, keep_lists_in: str | Path | None = None) -> list[dict]:
+def expand_source(source: dict, keep_lists_in: str | Path | None = None,
+                  limits: Transfer | None = None) -> list[dict]:
     """One source per dump part: a URL whose file name is a glob (`...articles[0-9]*.xml-p*.bz2`) becomes
     every file the source's `checksums_url` lists that matches it (sorted); other sources stay as they are.
     A local folder or a local glob without checksums_url becomes one source per file (JSON-lines corpora).
@@ -353,7 +354,7 @@ def expand_source(source: dict, keep_lists_in: str | Path | None = None) -> list
         return _expand_local_glob(source)
     if not source.get("checksums_url"):
         raise WikiGPTError(f"{source['url']}: a glob in a URL needs checksums_url to list the files")
-    urls = expand_glob(source["url"], read_checksums(source["checksums_url"], keep_lists_in))
+    urls = expand_glob(source["url"], read_checksums(source["checksums_url"], keep_lists_in, limits))
     if not urls:
         raise WikiGPTError(f"{source['checksums_url']}: lists no file matching {name}")
     return [{**source, "url": url} for url in urls]

@@ -6,39 +6,16 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
+import disklib
 import pytest
 import torch
+from disklib import mounted_tmpfs, one_line_error
 
-from gpt2core.errors import WikiGPTError, disk_full, run_cli
+from gpt2core.errors import WikiGPTError, disk_full
 
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs mounted in tmp_path (unmounted after the test)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True,
-                          text=True, timeout=30)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill ({proc.stderr.strip() or 'not root'})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-
-
-def one_line_error(fn, capsys) -> str:
-    """Run `fn` as a stage script does; return the one line it printed (it must exit 1)."""
-    with pytest.raises(SystemExit) as info:
-        run_cli(fn)
-    assert info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    return err.strip()
+small_disk = disklib.small_disk  # the fixture (a 256 KiB tmpfs)
 
 
 def noise(n: int, seed: int = 0) -> str:
@@ -104,13 +81,18 @@ def _tiny_model():
     return GPT(cfg), cfg
 
 
-def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys) -> None:
+@pytest.mark.parametrize("layout", ["plain", "sharded"])
+def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys, layout: str) -> None:
+    """Both layouts: safetensors + torch.save, and DCP's save (one process, no process group), whose
+    CheckpointException (a BaseException) carries the OSError."""
+    from gpt2core.dist_checkpoint import save_sharded
     from gpt2core.training.checkpoint import save_checkpoint
 
+    save = save_checkpoint if layout == "plain" else save_sharded
     model, cfg = _tiny_model()
     opt = torch.optim.AdamW(model.parameters())
     root = small_disk / "ckpts"
-    line = one_line_error(lambda: save_checkpoint(root, 5, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
+    line = one_line_error(lambda: save(root, 5, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
     assert str(root / "step_0000005") in line and "no space left on device" in line
     assert not (root / "step_0000005").exists()
 
@@ -136,18 +118,6 @@ def test_a_full_disk_inside_a_distributed_checkpoint_failure_is_found() -> None:
     assert disk_full(WikiGPTError("x")) is None
 
 
-def test_a_sharded_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys) -> None:
-    """DCP's save (one process, no process group) on a full disk: its CheckpointException becomes one line."""
-    from gpt2core.dist_checkpoint import save_sharded
-
-    model, cfg = _tiny_model()
-    opt = torch.optim.AdamW(model.parameters())
-    root = small_disk / "ckpts"
-    line = one_line_error(lambda: save_sharded(root, 7, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
-    assert str(root / "step_0000007") in line and "no space left on device" in line
-    assert not (root / "step_0000007").exists()
-
-
 def test_the_metrics_log_on_a_full_disk_names_itself(tmp_path: Path, small_disk: Path, capsys) -> None:
     from gpt2core.training.metrics import MetricsLog
 
@@ -169,21 +139,13 @@ def test_the_workflow_on_a_full_disk_stops_with_one_line_and_reruns_once_there_i
     with one line naming its output; with room (the mount gone), a plain rerun completes."""
     from conftest import run_snakemake, tiny_config, write_config
 
-    data = tmp_path / "data"
-    data.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(data)], capture_output=True,
-                          text=True, timeout=30)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill ({proc.stderr.strip() or 'not root'})")
     target = "data/presplit/samplewiki/00000.parquet"
-    try:
+    with mounted_tmpfs(tmp_path / "data", size):
         write_config(tmp_path, tiny_config())
         run = run_snakemake(tmp_path, target, check=False, timeout=300)
         errors = {ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("error:")}
         assert run.returncode != 0 and len(errors) == 1, run.stderr[-3000:]
         line = errors.pop()
         assert "no space left on device" in line and "data/" in line, line
-    finally:
-        subprocess.run(["umount", "-l", str(data)], capture_output=True, timeout=30)
     run_snakemake(tmp_path, target, timeout=300)
     assert (tmp_path / target).is_file()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import bz2
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import disklib
 import pytest
 
 from gpt2core.data.extract import extract_dump
@@ -18,6 +18,8 @@ from gpt2core.errors import WikiGPTError
 from gpt2core.watch import Limits, run_watched
 
 SAMPLE = Path(__file__).resolve().parents[2] / "resources" / "sample"
+
+small_disk = disklib.small_disk  # the fixture (a 256 KiB tmpfs)
 
 
 def page(i: int, text: str) -> str:
@@ -79,20 +81,6 @@ def test_invalid_utf8_in_a_dump_names_its_cause_not_the_traceback(tmp_path: Path
     assert str(dump) in message and "UnicodeDecodeError" in message and "invalid start byte" in message
     assert "Traceback" not in message
     assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True,
-                          text=True, timeout=30)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill ({proc.stderr.strip() or 'not root'})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -28,6 +28,16 @@ def noise(n: int, seed: int = 0) -> str:
     return " ".join(words)[:n]
 
 
+def write_extract(tmp_path: Path, articles: int) -> Path:
+    """An extract folder of `articles` 20 KB articles of noise."""
+    part = tmp_path / "extract" / "AA"
+    part.mkdir(parents=True)
+    with open(part / "wiki_00", "w", encoding="utf-8") as fh:
+        for i in range(articles):
+            fh.write(json.dumps({"id": str(i), "title": f"T{i}", "url": "", "text": noise(20_000, i)}) + "\n")
+    return tmp_path / "extract"
+
+
 def test_download_to_a_full_disk_names_the_file(tmp_path: Path, small_disk: Path, capsys) -> None:
     from gpt2core.data.download import download
 
@@ -42,13 +52,9 @@ def test_download_to_a_full_disk_names_the_file(tmp_path: Path, small_disk: Path
 def test_presplit_to_a_full_disk_names_the_shard(tmp_path: Path, small_disk: Path, capsys) -> None:
     from gpt2core.data.presplit import presplit_shard
 
-    part = tmp_path / "extract" / "AA"
-    part.mkdir(parents=True)
-    with open(part / "wiki_00", "w", encoding="utf-8") as fh:
-        for i in range(40):
-            fh.write(json.dumps({"id": str(i), "title": f"T{i}", "url": "", "text": noise(20_000, i)}) + "\n")
+    extract = write_extract(tmp_path, 40)
     out = small_disk / "presplit" / "00000.parquet"
-    line = one_line_error(lambda: presplit_shard([("p", tmp_path / "extract")], out, 0, 1), capsys)
+    line = one_line_error(lambda: presplit_shard([("p", extract)], out, 0, 1), capsys)
     assert str(out) in line and "no space left on device" in line
     assert not out.exists()
     assert not list(out.parent.iterdir())  # the temporary is gone too
@@ -59,13 +65,8 @@ def test_tokenize_to_a_full_disk_names_the_shard(tmp_path: Path, small_disk: Pat
     from gpt2core.data.shards import tokenize_shard
     from gpt2core.data.tokenizer import train_bpe
 
-    part = tmp_path / "extract" / "AA"
-    part.mkdir(parents=True)
-    with open(part / "wiki_00", "w", encoding="utf-8") as fh:
-        for i in range(30):
-            fh.write(json.dumps({"id": str(i), "title": f"T{i}", "url": "", "text": noise(20_000, i)}) + "\n")
     shard = tmp_path / "00000.parquet"
-    presplit_shard([("p", tmp_path / "extract")], shard, 0, 1)
+    presplit_shard([("p", write_extract(tmp_path, 30))], shard, 0, 1)
     tok = tmp_path / "tokenizer.json"
     train_bpe([[str(shard)]], tok, vocab_size=300, min_frequency=2, sample_bytes=100_000)
     out = small_disk / "tokens" / "00000"

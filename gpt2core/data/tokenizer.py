@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +117,28 @@ def chars_per_token(tok, texts: list[str]) -> dict:
             "chars": chars, "tokens": tokens}
 
 
+TRAIN_PIECE_CHARS = 1 << 20
+# Where a text may be cut without changing what the byte-level pre-tokenizer makes of it: before a space
+# that starts a word after a non-space (" word" is one pre-token either way), or after a newline between
+# non-spaces (a longer whitespace run is split differently at the end of a string: "  \n\n" is one
+# pre-token there, "  \n", "\n" before a word).
+_SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=\S)")
+
+
+def training_pieces(text: str, size: int = TRAIN_PIECE_CHARS) -> Iterator[str]:
+    """`text` in pieces of about `size` characters, cut only where the pre-tokenizer sees the same words as
+    in the whole text (so the trained tokenizer is the same): its memory grows with the string it is given,
+    and one 200 MB page took tokenizer training to 4.4 GB. A text with no such place stays whole."""
+    start = 0
+    while len(text) - start > size:
+        cut = _SAFE_CUT.search(text, start + size)
+        if cut is None:
+            break
+        yield text[start:cut.start()]
+        start = cut.start()
+    yield text[start:]
+
+
 def sample_budgets(sample_bytes: int, weights: list[float]) -> list[int]:
     """Bytes each corpus gives the tokenizer: `sample_bytes` for the heaviest, in proportion for the rest."""
     top = max(weights)
@@ -123,7 +146,8 @@ def sample_budgets(sample_bytes: int, weights: list[float]) -> list[int]:
 
 
 def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_frequency: int,
-              sample_bytes: int, weights: list[float] | None = None, langs: list[str] | None = None) -> dict:
+              sample_bytes: int, weights: list[float] | None = None, langs: list[str] | None = None,
+              piece_chars: int = TRAIN_PIECE_CHARS) -> dict:
     """Train a byte-level BPE on a weighted sample of each corpus (a list of its presplit shard files).
 
     Corpus i contributes up to sample_bytes * weights[i] / max(weights) bytes (all `sample_bytes` when no
@@ -155,7 +179,7 @@ def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_fr
                 seen["documents"] += 1
                 got["bytes"] += n
                 got["documents"] += 1
-                yield text
+                yield from training_pieces(text, piece_chars)
 
     tok.train_from_iterator(texts(), trainer=trainer)
     if seen["documents"] == 0:

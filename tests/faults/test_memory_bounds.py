@@ -168,3 +168,44 @@ def test_a_jsonl_line_past_the_limit_is_refused_without_reading_it_whole(tmp_pat
     with pytest.raises(WikiGPTError, match=rf"{src}:2: a line longer than 10000 bytes"):
         list(json_lines(src, max_line_bytes=10_000))
     assert [n for n, _ in json_lines(src)] == [1, 2]  # the default limit takes it
+
+
+def test_tokenizer_training_takes_long_texts_in_pieces_and_learns_the_same(tmp_path: Path) -> None:
+    """training_pieces cuts only where the byte-level pre-tokenizer sees the same words: the tokenizer
+    trained on 300-character pieces is byte-identical to the one trained on whole texts."""
+    import random
+
+    from gpt2core.data.tokenizer import train_bpe, training_pieces
+
+    rng = random.Random(3)
+    words = ["mill", "river", "3.5", "don't", "—", "Zürich", "河边", "(1998)", "e.g.", "naïve", "\t", "  "]
+    docs = ["".join(rng.choice(words) + rng.choice([" ", " ", " ", "\n", ".\n", ", ", "  ", "\n\n", " \n"])
+                    for _ in range(3000)) for _ in range(3)]
+    folder = _extract(tmp_path, [_article(i, d) for i, d in enumerate(docs)])
+    shard = tmp_path / "s.parquet"
+    presplit_shard([("p", folder)], shard, 0, 1, split=False)
+    out = {}
+    for size in (300, 10 ** 9):
+        out[size] = tmp_path / f"tok{size}.json"
+        train_bpe([[str(shard)]], out[size], vocab_size=400, min_frequency=2, sample_bytes=10 ** 8,
+                  piece_chars=size)
+    assert out[300].read_bytes() == out[10 ** 9].read_bytes()
+    pieces = list(training_pieces(docs[0], 300))
+    assert len(pieces) > 10 and "".join(pieces) == docs[0]
+
+
+def test_training_pieces_give_the_pre_tokenizer_the_same_words() -> None:
+    import random
+
+    from tokenizers import pre_tokenizers
+
+    from gpt2core.data.tokenizer import training_pieces
+
+    words = pre_tokenizers.ByteLevel(add_prefix_space=False).pre_tokenize_str
+    rng = random.Random(7)
+    alphabet = ["a", "Z", "é", "河", "7", ".", "'s", "—", " ", " ", "  ", "\n", " \n", "\t", "\u3000", "\r\n"]
+    for _ in range(200):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400)))
+        pieces = list(training_pieces(text, rng.randint(1, 50)))
+        assert "".join(pieces) == text
+        assert [w for piece in pieces for w, _ in words(piece)] == [w for w, _ in words(text)], repr(text)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpt2core.data.sentences import MAX_PARAGRAPH_CHARS, PIECE_CHARS, split_pieces, split_sentences
-from gpt2core.data.sources.common import MAX_LINE_BYTES
+from gpt2core.data.sources.common import MAX_LINE_BYTES, SURROGATE_ESCAPE
 from gpt2core.data.zh import is_chinese, split_sentences_zh, to_simplified
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path
@@ -117,10 +117,11 @@ def parse_line(path: Path, offset: int, line: bytes) -> dict | None:
     if not isinstance(doc, dict) or any(not isinstance(doc.get(k), str) for k in ("id", "title", "text")):
         raise WikiGPTError(f"{path}:{_line_number(path, offset)}: not an article object with string "
                            f"id, title and text")
-    for key in ("id", "title", "url", "text"):
-        if isinstance(doc.get(key), str) and _SURROGATE.search(doc[key]):
-            raise WikiGPTError(f"{path}:{_line_number(path, offset)}: {key} holds a lone surrogate escape "
-                               f"(\\ud800-\\udfff): not valid Unicode")
+    if SURROGATE_ESCAPE.search(line):  # a lone surrogate comes only from a \\udXXX escape: check those lines
+        for key in ("id", "title", "url", "text"):
+            if isinstance(doc.get(key), str) and _SURROGATE.search(doc[key]):
+                raise WikiGPTError(f"{path}:{_line_number(path, offset)}: {key} holds a lone surrogate escape "
+                                   f"(\\ud800-\\udfff): not valid Unicode")
     return doc
 
 

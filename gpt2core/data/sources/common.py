@@ -13,7 +13,7 @@ from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # in JSON bytes, the one way to a lone surrogate
 # One record (a JSON line) at most: a longer one is an error, read no further. Also presplit's default for
 # an extracted article (config limits.max_line_bytes).
 MAX_LINE_BYTES = 256 << 20
@@ -83,7 +83,7 @@ def json_lines(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterat
                 continue
             try:
                 record = json.loads(raw.decode("utf-8"))
-                if _SURROGATE_ESCAPE.search(raw):  # only such escapes make a lone surrogate: check those lines
+                if SURROGATE_ESCAPE.search(raw):  # only such escapes make a lone surrogate: check those lines
                     json.dumps(record, ensure_ascii=False).encode("utf-8")
             except UnicodeDecodeError as exc:
                 raise WikiGPTError(f"{path}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None

@@ -3,8 +3,9 @@
 A process we start must never hang a job: WikiExtractor whose writer died of a full disk waits forever for
 it, and `subprocess.run(capture_output=True)` showed nothing meanwhile. Here the output goes line by line to
 the log (the job's log shows progress and the cause), and the process tree is killed when it runs past its
-deadline, when neither its output folder nor its log grew for `stall_s`, or when a line says the disk is
-full. Memory stays bounded: only a tail of the output and the lines the caller asks for are kept.
+deadline, when neither its output folder nor its log grew for `stall_s`, when a line says the disk is full,
+or `dead_worker_s` after a line says a worker died (the caller's `died`: a traceback) if it has not ended
+by then. Memory stays bounded: only a tail of the output and the lines the caller asks for are kept.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Limits:
     s_per_mb: float = 120
     stall_s: float = 1800
     poll_s: float = 2.0
+    dead_worker_s: float = 60  # after a line says a worker died, the rest get this long to exit by themselves
 
     def deadline_s(self, input_bytes: int) -> float:
         return self.floor_s + self.s_per_mb * input_bytes / 1e6
@@ -97,11 +99,12 @@ def _tree_size(folder: Path | None) -> int:
 
 def run_watched(cmd: list[str], log: str | Path | None, deadline_s: float, limits: Limits,
                 watch_dir: Path | None = None, keep: Callable[[str], bool] = lambda line: False,
-                keep_max: int = 100) -> Outcome:
+                keep_max: int = 100, died: Callable[[str], bool] = lambda line: False) -> Outcome:
     """Run `cmd` (stdout and stderr together, streamed to `log`) until it exits or is stopped."""
     outcome = Outcome(returncode=0)
     last_activity = [time.monotonic()]
     disk_full = threading.Event()
+    worker_died: list[float] = []  # when a line first said so
     log_fh = open(log, "ab") if log is not None else None  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -120,6 +123,8 @@ def run_watched(cmd: list[str], log: str | Path | None, deadline_s: float, limit
                 outcome.kept.append(line[:1000])
             if _FULL_RE.search(line):
                 disk_full.set()
+            if not worker_died and died(line):
+                worker_died.append(time.monotonic())
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -142,6 +147,8 @@ def run_watched(cmd: list[str], log: str | Path | None, deadline_s: float, limit
                 outcome.stopped = f"ran past its deadline of {deadline_s:.0f} s"
             elif now - last_activity[0] > limits.stall_s:
                 outcome.stopped = f"no new output for {limits.stall_s:.0f} s (a worker died or hangs)"
+            elif worker_died and now - worker_died[0] > limits.dead_worker_s:
+                outcome.stopped = f"a worker died and the rest did not exit within {limits.dead_worker_s:.0f} s"
             if outcome.stopped:
                 _kill_tree(proc)
                 outcome.returncode = proc.wait()

@@ -105,14 +105,16 @@ def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: 
         if log is not None:
             with open(log, "a", encoding="utf-8") as fh:
                 fh.write(" ".join(cmd) + "\n")
-        ran = run_watched(cmd, log, limits.deadline_s(dump.stat().st_size), limits, watch_dir=tmp, keep=_notable)
+        ran = run_watched(cmd, log, limits.deadline_s(dump.stat().st_size), limits, watch_dir=tmp, keep=_notable,
+                          died=lambda line: line.startswith("Traceback"))
         if ran.stopped == "disk full":
             raise WikiGPTError(f"{outdir}: no space left on device (WikiExtractor on {dump}); free space and "
                                f"rerun (finished outputs are kept)")
-        if ran.stopped:
-            raise WikiGPTError(f"{dump}: WikiExtractor stopped: {ran.stopped} (config limits.extract_*)")
-        found = [m for line in ran.kept for m in _EXIT_RE.findall(line)]
         problem = _problem(ran.kept)
+        if ran.stopped:
+            cause = f": {problem.strip()}" if problem else ""
+            raise WikiGPTError(f"{dump}: WikiExtractor stopped: {ran.stopped} (config limits.extract_*){cause}")
+        found = [m for line in ran.kept for m in _EXIT_RE.findall(line)]
         if ran.returncode != 0 or problem:
             last = problem or (list(ran.tail) or ["no message"])[-1]
             raise WikiGPTError(f"{dump}: WikiExtractor failed (exit {ran.returncode}): {last.strip()}")

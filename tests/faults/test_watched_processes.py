@@ -118,3 +118,20 @@ def test_every_process_the_code_starts_has_a_deadline() -> None:
                 if not any(k.arg == "timeout" for k in node.keywords):
                     unbounded.append(f"{f.relative_to(repo)} subprocess.{name}")
     assert unbounded == ["gpt2core/watch.py subprocess.Popen"], unbounded
+
+
+def test_a_process_whose_worker_died_is_stopped_after_a_grace_and_named_by_its_cause(tmp_path: Path) -> None:
+    """As WikiExtractor's main process does when a worker dies: the worker's traceback is printed and the
+    parent waits for it forever."""
+    script = ("import multiprocessing as mp, time\n"
+              "def work():\n    raise MemoryError('worker ran out')\n"
+              "if __name__ == '__main__':\n"
+              "    p = mp.get_context('fork').Process(target=work); p.start()\n"
+              "    while True:\n        print('waiting', flush=True); time.sleep(0.1)\n")
+    (tmp_path / "hang.py").write_text(script)
+    started = time.monotonic()
+    ran = run_watched([sys.executable, str(tmp_path / "hang.py")], None, 60,
+                      Limits(stall_s=60, poll_s=0.2, dead_worker_s=1), keep=lambda line: "Error" in line,
+                      died=lambda line: line.startswith("Traceback"))
+    assert ran.stopped and "a worker died" in ran.stopped and time.monotonic() - started < 30
+    assert any("MemoryError: worker ran out" in line for line in ran.kept)

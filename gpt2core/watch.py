@@ -133,7 +133,8 @@ def run_watched(cmd: list[str], log: str | Path | None, deadline_s: float, limit
     try:
         while True:
             try:
-                outcome.returncode = proc.wait(timeout=limits.poll_s)
+                left = deadline_s - (time.monotonic() - start)
+                outcome.returncode = proc.wait(timeout=max(0.01, min(limits.poll_s, left)))
                 break
             except subprocess.TimeoutExpired:
                 pass

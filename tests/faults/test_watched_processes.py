@@ -135,3 +135,16 @@ def test_a_process_whose_worker_died_is_stopped_after_a_grace_and_named_by_its_c
                       died=lambda line: line.startswith("Traceback"))
     assert ran.stopped and "a worker died" in ran.stopped and time.monotonic() - started < 30
     assert any("MemoryError: worker ran out" in line for line in ran.kept)
+
+
+@pytest.mark.e2e
+def test_the_workflow_gives_extract_its_deadline_from_the_config(tmp_path: Path) -> None:
+    from conftest import run_snakemake, tiny_config, write_config
+
+    write_config(tmp_path, tiny_config(limits={"extract_deadline_floor_s": 0.001, "extract_deadline_s_per_mb": 0}))
+    target = "data/extract/samplewiki/samplewiki-pages-articles.xml.bz2"
+    proc = run_snakemake(tmp_path, target, check=False, timeout=300)
+    errors = {ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")}
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert "WikiExtractor stopped: ran past its deadline of 0 s" in errors.pop()
+    assert not (tmp_path / target).exists()

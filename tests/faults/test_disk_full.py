@@ -94,7 +94,7 @@ def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys,
     opt = torch.optim.AdamW(model.parameters())
     root = small_disk / "ckpts"
     line = one_line_error(lambda: save(root, 5, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
-    assert str(root / "step_0000005") in line and "no space left on device" in line
+    assert line.startswith(f"error: {root}/") and "step_0000005" in line and "no space left on device" in line
     assert not (root / "step_0000005").exists()
 
 

@@ -43,6 +43,19 @@ def disk_full(exc: BaseException | None) -> OSError | None:
     return quoted
 
 
+class DiskFullError(WikiGPTError, OSError):
+    """A full disk, said in one line naming the file (a WikiGPTError), and still the OSError it was (errno
+    ENOSPC or EDQUOT, its file name): callers that handle the OSError keep working."""
+
+    def __init__(self, err: OSError, path: str | Path | None = None) -> None:
+        code = err.errno or errno.ENOSPC
+        OSError.__init__(self, code, err.strerror or os.strerror(code), err.filename)
+        self.message = disk_full_message(err, path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def disk_full_message(err: OSError, path: str | Path | None = None) -> str:
     """One line naming the file that could not be written: `path` (an output being written) where given,
     else the OSError's own file name."""

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from gpt2core.errors import WikiGPTError, disk_full, disk_full_message
+from gpt2core.errors import DiskFullError, WikiGPTError, disk_full
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -101,7 +101,7 @@ def naming_full_disk(final: Path) -> Iterator[None]:
         full = disk_full(exc)
         if full is None:
             raise
-        raise WikiGPTError(disk_full_message(full, final)) from None
+        raise DiskFullError(full, final) from None
 
 
 @contextlib.contextmanager

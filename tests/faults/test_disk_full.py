@@ -150,3 +150,13 @@ def test_the_workflow_on_a_full_disk_stops_with_one_line_and_reruns_once_there_i
         assert "no space left on device" in line and "data/" in line, line
     run_snakemake(tmp_path, target, timeout=300)
     assert (tmp_path / target).is_file()
+
+
+def test_the_one_line_error_of_a_full_disk_is_still_its_oserror(tmp_path: Path, small_disk: Path) -> None:
+    """Callers that handle the OSError (errno ENOSPC) keep working: DiskFullError is both."""
+    from gpt2core.fsutil import write_text_atomic
+
+    with pytest.raises(OSError) as info:
+        write_text_atomic(small_disk / "big.txt", noise(400_000))
+    assert info.value.errno == errno.ENOSPC and isinstance(info.value, WikiGPTError)
+    assert str(info.value).startswith(f"{small_disk / 'big.txt'}: no space left on device")

@@ -136,8 +136,8 @@ def test_the_metrics_log_on_a_full_disk_names_itself(tmp_path: Path, small_disk:
 @pytest.mark.parametrize("size", ["64k", "128k"])
 def test_the_workflow_on_a_full_disk_stops_with_one_line_and_reruns_once_there_is_room(tmp_path: Path,
                                                                                       size: str) -> None:
-    """data/ on a small tmpfs: whichever stage meets the full disk (download at 64k, extract at 128k) fails
-    with one line naming its output; with room (the mount gone), a plain rerun completes."""
+    """data/ on a small tmpfs: whichever job meets the full disk (a download or eval_titles at 64k, extract at
+    128k) fails with one line naming its output; with room (the mount gone), a plain rerun completes."""
     from conftest import run_snakemake, tiny_config, write_config
 
     target = "data/presplit/samplewiki/00000.parquet"
@@ -145,9 +145,9 @@ def test_the_workflow_on_a_full_disk_stops_with_one_line_and_reruns_once_there_i
         write_config(tmp_path, tiny_config())
         run = run_snakemake(tmp_path, target, check=False, timeout=300)
         errors = {ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("error:")}
-        assert run.returncode != 0 and len(errors) == 1, run.stderr[-3000:]
-        line = errors.pop()
-        assert "no space left on device" in line and "data/" in line, line
+        assert run.returncode != 0 and errors, run.stderr[-3000:]
+        for line in errors:  # one line for each job that met the full disk (two may run at once)
+            assert "no space left on device" in line and line.startswith("error: data/"), line
     run_snakemake(tmp_path, target, timeout=300)
     assert (tmp_path / target).is_file()
 

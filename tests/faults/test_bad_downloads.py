@@ -249,3 +249,17 @@ def test_a_trickling_checksum_list_fails_on_the_transfer_deadline(bad_server, tm
     with pytest.raises(WikiGPTError, match="too slow"):
         download({"url": slow.replace("-sha1sums.txt", ".xml.bz2"), "checksums_url": slow}, tmp_path / "d.bz2", FAST)
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("limits, expect", [
+    ({"download_min_rate": 0}, "limits.download_min_rate: 0 is less than or equal to the minimum of 0"),
+    ({"download_deadline_s": 5}, "unknown key 'download_deadline_s' in limits"),
+])
+def test_a_bad_limit_is_a_config_error_before_any_job(tmp_path: Path, limits: dict, expect: str) -> None:
+    from conftest import run_snakemake, tiny_config, write_config
+
+    write_config(tmp_path, tiny_config(limits=limits))
+    proc = run_snakemake(tmp_path, "-n", check=False, timeout=300)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and errors == [f"error: config: {expect}"], proc.stderr[-2000:]

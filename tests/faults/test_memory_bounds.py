@@ -209,3 +209,16 @@ def test_training_pieces_give_the_pre_tokenizer_the_same_words() -> None:
         pieces = list(training_pieces(text, rng.randint(1, 50)))
         assert "".join(pieces) == text
         assert [w for piece in pieces for w, _ in words(piece)] == [w for w, _ in words(text)], repr(text)
+
+
+def test_the_long_paragraph_benchmark_runs_and_prints_its_anchors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks/bench_long_paragraph.py"), "--mb", "2",
+                           "--old-mb", "1", "--tokenizer", "--workdir", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("peak / 1 GiB = ") == 2 and "old behaviour (presplit, no cut)" in proc.stdout
+    assert "old behaviour (tokenizer training, whole texts)" in proc.stdout

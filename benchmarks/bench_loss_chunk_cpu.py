@@ -69,7 +69,7 @@ def main() -> None:
     results = {}
     for chunk in (0, args.chunk):
         cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", str(chunk)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
         results[chunk] = json.loads(proc.stdout.strip().splitlines()[-1])
     plain, chunked = results[0], results[args.chunk]
     n_logits = args.batch * args.seq * GPTConfig.padded(args.vocab, 128).padded_vocab_size

@@ -87,7 +87,7 @@ def launch(args: argparse.Namespace, tp: int, dp: int) -> float:
         else:
             cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", str(tp * dp),
                    *worker]
-        subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+        subprocess.run(cmd, check=True, env=env, capture_output=True, text=True, timeout=3600)
         return statistics.median(json.loads(out.read_text()))
 
 

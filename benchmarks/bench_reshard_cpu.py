@@ -84,7 +84,7 @@ def torchrun(nproc: int, worker: str, args: argparse.Namespace) -> None:
            __file__, "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads),
            "--vocab", str(args.vocab), "--worker", worker]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=env, timeout=3600)
 
 
 def main() -> None:

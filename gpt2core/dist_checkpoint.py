@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import replace_dir
+from gpt2core.fsutil import naming_full_disk, replace_dir
 from gpt2core.model_limits import check_tensor_bytes
 from gpt2core.training.checkpoint import (
     FORMAT,
@@ -91,17 +91,19 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
     _barrier()
     world = dist.get_world_size() if dist.is_initialized() else 1
     try:
-        try:
-            dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
-        except CheckpointException as exc:  # a full disk: raise the OSError itself, not DCP's wrapper
-            reraise_os_error(exc)
-            raise
-        torch_save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+        with naming_full_disk(final):  # a full disk: one line naming the step (DCP's OSError names no file)
+            try:
+                dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))
+            except CheckpointException as exc:  # raise the OSError itself, not DCP's wrapper
+                reraise_os_error(exc)
+                raise
+            torch_save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
         _barrier()
         if rank == 0:
             full_meta = {"format": FORMAT, "step": step, **meta, "layout": LAYOUT, "world_size": world}
-            (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
-            integrity.write_checksums(tmp)
+            with naming_full_disk(final):
+                (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2) + "\n", encoding="utf-8")
+                integrity.write_checksums(tmp)
             replace_dir(tmp, final)
     except BaseException:
         if world == 1:  # no other rank writes there: remove the partial copy (several ranks: the next save does)

@@ -11,6 +11,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from gpt2core.errors import DiskFullError, WikiGPTError, disk_full
+
 
 def _proc_stat(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (state first), None where unknown."""
@@ -90,6 +92,19 @@ def remove_stale_temporaries(final: Path) -> None:
 
 
 @contextlib.contextmanager
+def naming_full_disk(final: Path) -> Iterator[None]:
+    """A full disk while an output is written becomes one line naming that output (the OSError of a plain
+    write() carries no file name; torch's checkpoint writer wraps it in a BaseException)."""
+    try:
+        yield
+    except BaseException as exc:  # noqa: BLE001
+        full = disk_full(exc)
+        if full is None:
+            raise
+        raise DiskFullError(full, final) from None
+
+
+@contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; rename it to `final` on success, delete it on any error."""
     final = Path(final)
@@ -97,7 +112,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     remove_stale_temporaries(final)
     tmp = _tmp_name(final)
     try:
-        yield tmp
+        with naming_full_disk(final):
+            yield tmp
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -113,9 +129,11 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = _tmp_name(final)
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    with naming_full_disk(final):
+        tmp.mkdir()
     try:
-        yield tmp
+        with naming_full_disk(final):
+            yield tmp
         replace_dir(tmp, final)
     finally:
         if tmp.exists():
@@ -145,3 +163,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_limited(path: str | Path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, refused in one line when longer than `limit`: for files whose size decides a
+    process's memory (a 150 MB tokenizer.json took a process to 22.9 GB), checked before they are read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise WikiGPTError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise WikiGPTError(f"{path}: larger than {limit} bytes, too large for {what}")
+    return data

@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import atomic_dir
+from gpt2core.fsutil import atomic_dir, read_limited
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.model_limits import check_model_size
 
@@ -42,11 +42,15 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat
 
 def eod_id_from_tokenizer(tokenizer_json: str | Path) -> int | None:
     """The id of `<|endoftext|>` in a `tokenizers` JSON file (added tokens first, then the BPE vocab)."""
+    from gpt2core.data.encoder import MAX_TOKENIZER_BYTES
+
     path = Path(tokenizer_json)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WikiGPTError(f"{path}: cannot read tokenizer JSON ({exc})") from None
+        data = json.loads(read_limited(path, MAX_TOKENIZER_BYTES, "a tokenizer file"))
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, nesting past Python's stack
+        raise WikiGPTError(f"{path}: cannot read tokenizer JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise WikiGPTError(f"{path}: not a tokenizers JSON object")
     for tok in data.get("added_tokens", []):
         if tok.get("content") == EOD_TOKEN:
             return int(tok["id"])

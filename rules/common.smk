@@ -67,13 +67,15 @@ DATA = "data"
 
 def expand_sources(cfg):
     """A dump URL with a glob in its file name becomes one source per matching part in its checksum file."""
-    from gpt2core.data.download import expand_source
+    from gpt2core.data.download import Transfer, expand_source
     from gpt2core.errors import WikiGPTError
 
+    limits = Transfer.from_limits(cfg["limits"])
     try:
         for corpus in cfg["corpora"]:
             folder = f"{DATA}/downloads/{corpus['name']}"  # remote lists kept there: later builds run offline
-            corpus["sources"] = [part for src in corpus["sources"] for part in expand_source(src, folder)]
+            corpus["sources"] = [part for src in corpus["sources"]
+                                 for part in expand_source(src, folder, limits)]
     except WikiGPTError as exc:
         fail(str(exc))
 
@@ -98,6 +100,9 @@ def source_name(source):
     name = PurePosixPath(path).name
     if not name or name in (".", ".."):
         fail(f"config: cannot take a file name from url {source['url']!r}")
+    if "{" in name or "}" in name:  # Snakemake would read them as wildcards in the paths named after it
+        fail(f"config: source {source['url']!r}: a file name with braces ({name}) cannot name a part; rename "
+             "the file (or link it under a name without braces)")
     return name
 
 
@@ -174,6 +179,13 @@ def decontamination_titles():
     if wiki.get("source") and wiki["decontaminate"]:
         return [f"{DATA}/eval/wiki103_titles.txt"]
     return []
+
+
+def limits(*keys):
+    """`limits=` for a rule's params holding only those of `keys` the config sets (so a config that sets
+    none keeps the params it had before limits existed): use as `**limits(...)` in `params:`."""
+    chosen = {k: config["limits"][k] for k in keys if k in config["limits"]}
+    return {"limits": chosen} if chosen else {}
 
 
 def tokenizer_json():

@@ -25,6 +25,7 @@ rule download:
         key="|".join(_re.escape(k) for k in DOWNLOADS),
     params:
         source=lambda wc: DOWNLOADS[wc.key],
+        **limits("download_min_rate", "download_grace_s", "download_read_timeout_s"),
     conda:
         CONDA_ENV
     log:

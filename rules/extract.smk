@@ -20,6 +20,7 @@ rule extract:
         part="[^/]+",
     params:
         spec=_extract_spec,
+        **limits("extract_deadline_floor_s", "extract_deadline_s_per_mb", "extract_stall_s"),
     conda:
         CONDA_ENV
     log:

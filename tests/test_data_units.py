@@ -167,6 +167,8 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             data, status = self.payload[start:], 206
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.payload) - 1}/{len(self.payload)}")
         if self.etag:
             self.send_header("ETag", self.etag)
         self.end_headers()
@@ -341,8 +343,8 @@ def test_blocks_inside_a_long_line_read_only_themselves(tmp_path, monkeypatch):
             read.append(len(data))
             return data
 
-        def readline(self):
-            data = self.fh.readline()
+        def readline(self, size=-1):
+            data = self.fh.readline(size)
             read.append(len(data))
             return data
 

@@ -12,12 +12,12 @@ import bz2
 import gzip
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
+from gpt2core.watch import Limits, run_watched
 
 CHUNK = 1 << 20
 _EXIT_RE = re.compile(r"REDUCER_EXIT (clean|incomplete)\b(?:: wrote (\d+) article)?")
@@ -72,24 +72,52 @@ def _count_lines(outdir: Path) -> tuple[int, int]:
     return total, nonempty
 
 
-def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: str | Path | None = None) -> dict:
-    """WikiExtractor --json on `dump` into `outdir` (written atomically); returns counts for the log."""
+def _notable(line: str) -> bool:
+    """Lines of WikiExtractor's output kept for the verdict (the rest only goes to the log)."""
+    return "REDUCER_EXIT" in line or line.startswith(("ERROR", "Traceback")) or "Error:" in line
+
+
+_EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
+
+
+def _problem(kept: list[str]) -> str | None:
+    """The first problem WikiExtractor reported: for a traceback its cause (the exception line that ends it,
+    e.g. UnicodeDecodeError on invalid UTF-8), not its first line."""
+    for i, line in enumerate(kept):
+        if line.startswith("Traceback"):
+            return next((c for c in kept[i + 1:] if _EXCEPTION_RE.match(c)), line)
+        if line.startswith("ERROR") or "Error:" in line:
+            return line
+    return None
+
+
+def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: str | Path | None = None,
+                 limits: Limits | None = None) -> dict:
+    """WikiExtractor --json on `dump` into `outdir` (written atomically); returns counts for the log.
+    WikiExtractor runs under a deadline and a watchdog (gpt2core.watch; config limits.extract_*)."""
     dump = Path(dump)
     pages = check_dump(dump)
+    limits = limits or Limits()
     with atomic_dir(outdir) as tmp:
         out = tmp / "text"
         cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(out), "--json",
                "--processes", str(max(1, processes))]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
         if log is not None:
             with open(log, "a", encoding="utf-8") as fh:
-                fh.write(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
-        found = _EXIT_RE.findall(proc.stderr)
-        problem = next((ln for ln in proc.stderr.splitlines() if ln.startswith(("ERROR", "Traceback"))
-                        or "Error:" in ln), None)
-        if proc.returncode != 0 or problem:
-            last = problem or (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise WikiGPTError(f"{dump}: WikiExtractor failed (exit {proc.returncode}): {last.strip()}")
+                fh.write(" ".join(cmd) + "\n")
+        ran = run_watched(cmd, log, limits.deadline_s(dump.stat().st_size), limits, watch_dir=tmp, keep=_notable,
+                          died=lambda line: line.startswith("Traceback"))
+        if ran.stopped == "disk full":
+            raise WikiGPTError(f"{outdir}: no space left on device (WikiExtractor on {dump}); free space and "
+                               f"rerun (finished outputs are kept)")
+        problem = _problem(ran.kept)
+        if ran.stopped:
+            cause = f": {problem.strip()}" if problem else ""
+            raise WikiGPTError(f"{dump}: WikiExtractor stopped: {ran.stopped} (config limits.extract_*){cause}")
+        found = [m for line in ran.kept for m in _EXIT_RE.findall(line)]
+        if ran.returncode != 0 or problem:
+            last = problem or (list(ran.tail) or ["no message"])[-1]
+            raise WikiGPTError(f"{dump}: WikiExtractor failed (exit {ran.returncode}): {last.strip()}")
         if not found or found[-1][0] != "clean":
             raise WikiGPTError(f"{dump}: WikiExtractor did not finish cleanly (pages lost in its reducer)")
         reported = int(found[-1][1] or 0)

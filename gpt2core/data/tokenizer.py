@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from gpt2core.data.encoder import EOD
+from gpt2core.data.encoder import EOD, MAX_TOKENIZER_BYTES
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import atomic_path, sha256_file
+from gpt2core.fsutil import atomic_path, read_limited, sha256_file
 
 # OpenAI's published GPT-2 files (also pinned in configs/gpt2-small-enwiki.yaml); reported in the log so a
 # run on other files under the same names is visible.
@@ -34,11 +35,18 @@ def build_gpt2(encoder_json: str | Path, vocab_bpe: str | Path, out: str | Path)
     from tokenizers import Tokenizer, models
 
     try:
-        vocab = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WikiGPTError(f"{encoder_json}: not a GPT-2 encoder.json ({exc})") from None
+        vocab = json.loads(read_limited(encoder_json, MAX_TOKENIZER_BYTES, "a GPT-2 encoder.json"))
+    except (ValueError, RecursionError) as exc:
+        raise WikiGPTError(f"{encoder_json}: not a GPT-2 encoder.json ({type(exc).__name__}: "
+                           f"{str(exc)[:100]})") from None
+    if not isinstance(vocab, dict):
+        raise WikiGPTError(f"{encoder_json}: not a GPT-2 encoder.json (not a JSON object)")
+    try:
+        bpe_lines = read_limited(vocab_bpe, MAX_TOKENIZER_BYTES, "a GPT-2 vocab.bpe").decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise WikiGPTError(f"{vocab_bpe}: invalid UTF-8 at byte {exc.start}") from None
     merges = []
-    for lineno, line in enumerate(Path(vocab_bpe).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(bpe_lines, 1):
         if lineno == 1 and line.startswith("#version") or not line.strip():
             continue
         pair = line.split(" ")
@@ -109,6 +117,28 @@ def chars_per_token(tok, texts: list[str]) -> dict:
             "chars": chars, "tokens": tokens}
 
 
+TRAIN_PIECE_CHARS = 1 << 20
+# Where a text may be cut without changing what the byte-level pre-tokenizer makes of it: before a space
+# that starts a word after a non-space (" word" is one pre-token either way), or after a newline between
+# non-spaces (a longer whitespace run is split differently at the end of a string: "  \n\n" is one
+# pre-token there, "  \n", "\n" before a word).
+_SAFE_CUT = re.compile(r"(?<=\S)(?= \S)|(?<=\S\n)(?=\S)")
+
+
+def training_pieces(text: str, size: int = TRAIN_PIECE_CHARS) -> Iterator[str]:
+    """`text` in pieces of about `size` characters, cut only where the pre-tokenizer sees the same words as
+    in the whole text (so the trained tokenizer is the same): its memory grows with the string it is given,
+    and one 200 MB page took tokenizer training to 4.4 GB. A text with no such place stays whole."""
+    start = 0
+    while len(text) - start > size:
+        cut = _SAFE_CUT.search(text, start + size)
+        if cut is None:
+            break
+        yield text[start:cut.start()]
+        start = cut.start()
+    yield text[start:]
+
+
 def sample_budgets(sample_bytes: int, weights: list[float]) -> list[int]:
     """Bytes each corpus gives the tokenizer: `sample_bytes` for the heaviest, in proportion for the rest."""
     top = max(weights)
@@ -116,7 +146,8 @@ def sample_budgets(sample_bytes: int, weights: list[float]) -> list[int]:
 
 
 def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_frequency: int,
-              sample_bytes: int, weights: list[float] | None = None, langs: list[str] | None = None) -> dict:
+              sample_bytes: int, weights: list[float] | None = None, langs: list[str] | None = None,
+              piece_chars: int = TRAIN_PIECE_CHARS) -> dict:
     """Train a byte-level BPE on a weighted sample of each corpus (a list of its presplit shard files).
 
     Corpus i contributes up to sample_bytes * weights[i] / max(weights) bytes (all `sample_bytes` when no
@@ -148,7 +179,7 @@ def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_fr
                 seen["documents"] += 1
                 got["bytes"] += n
                 got["documents"] += 1
-                yield text
+                yield from training_pieces(text, piece_chars)
 
     tok.train_from_iterator(texts(), trainer=trainer)
     if seen["documents"] == 0:

@@ -28,8 +28,12 @@ def load_encode(tokenizer_json: str | Path) -> Encode:
         return lambda texts: [list(ids) for ids in encoder.encode_batch(list(texts))]
     from tokenizers import Tokenizer
 
+    from gpt2core.data.encoder import MAX_TOKENIZER_BYTES
+    from gpt2core.fsutil import read_limited
+
+    raw = read_limited(path, MAX_TOKENIZER_BYTES, "a tokenizer file")
     try:
-        tok = Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_str(raw.decode("utf-8"))
     except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
         raise WikiGPTError(f"{path}: not a tokenizers JSON file ({exc})") from None
     return lambda texts: [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]

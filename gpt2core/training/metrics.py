@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gpt2core.fsutil import atomic_path
+from gpt2core.fsutil import atomic_path, naming_full_disk
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -34,8 +34,9 @@ class MetricsLog:
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held for the run)
 
     def write(self, record: dict) -> None:
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
+        with naming_full_disk(self.path):
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()

@@ -17,12 +17,14 @@ KINDS = ("wikipedia", "jsonl", "mnbvc")
 
 
 def extract_part(kind: str, source: str | Path, outdir: str | Path, part: str, processes: int = 1,
-                 log: str | Path | None = None, text_field: str = "text") -> dict:
-    """Extract one downloaded source file of a corpus of `kind` into `outdir`; returns counts for the log."""
+                 log: str | Path | None = None, text_field: str = "text", limits: dict | None = None) -> dict:
+    """Extract one downloaded source file of a corpus of `kind` into `outdir`; returns counts for the log.
+    `limits` (config limits.extract_*) bound the WikiExtractor run."""
     if kind == "wikipedia":
         from gpt2core.data.extract import extract_dump
+        from gpt2core.watch import Limits
 
-        return extract_dump(source, outdir, processes, log)
+        return extract_dump(source, outdir, processes, log, Limits.from_limits(limits, "extract"))
     if kind == "jsonl":
         counts: dict = {}
         return write_documents(jsonl_documents(source, part, text_field, counts), outdir, source, counts)

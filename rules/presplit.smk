@@ -19,6 +19,7 @@ rule presplit:
         min_chars=lambda wc: CORPORA[wc.corpus].get("min_chars", config["presplit"]["min_chars"]),
         lang=lambda wc: CORPORA[wc.corpus]["lang"],
         t2s=lambda wc: CORPORA[wc.corpus]["t2s"],
+        clean_wikitext=lambda wc: CORPORA[wc.corpus]["kind"] == "wikipedia",
     conda:
         CONDA_ENV
     log:

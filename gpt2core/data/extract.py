@@ -3,7 +3,9 @@
 WikiExtractor carries on after many problems (a non-XML file or an XML file cut short gives a clean exit
 with fewer or zero articles), so the dump is first checked by a streaming scan (bz2 integrity, a
 `<mediawiki>` root, a closing `</mediawiki>`, at least one page), and WikiExtractor's own exit report is
-checked against the files it wrote.
+checked against the files it wrote. WikiExtractor runs with `--html-safe ""` (its default escapes `&`, `<`
+and `>`, so the model learnt `AT&amp;T`) and `--templates` naming gpt2core.data.templates' table (inline
+templates keep their text); a dump without `<siteinfo>` is read with the default namespaces, with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gpt2core.data.siteinfo import template_namespace, with_default_siteinfo
+from gpt2core.data.templates import write_template_file
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 
@@ -76,14 +80,24 @@ def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: 
     """WikiExtractor --json on `dump` into `outdir` (written atomically); returns counts for the log."""
     dump = Path(dump)
     pages = check_dump(dump)
+    namespace = template_namespace(dump)
+    warning = None
     with atomic_dir(outdir) as tmp:
         out = tmp / "text"
-        cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(out), "--json",
-               "--processes", str(max(1, processes))]
+        source = dump
+        if namespace is None:
+            warning = f"warning: {dump}: no <siteinfo>; read with MediaWiki's default namespaces"
+            print(warning, file=sys.stderr)
+            source, namespace = with_default_siteinfo(dump, tmp / ".with-siteinfo.xml"), "Template"
+        templates = write_template_file(tmp / ".templates.xml", namespace)
+        cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(source), "-o", str(out), "--json",
+               "--processes", str(max(1, processes)), "--html-safe", "", "--templates", str(templates)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
+        for helper in (templates, tmp / ".with-siteinfo.xml"):
+            helper.unlink(missing_ok=True)
         if log is not None:
             with open(log, "a", encoding="utf-8") as fh:
-                fh.write(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+                fh.write((warning + "\n" if warning else "") + " ".join(cmd) + "\n" + proc.stdout + proc.stderr)
         found = _EXIT_RE.findall(proc.stderr)
         problem = next((ln for ln in proc.stderr.splitlines() if ln.startswith(("ERROR", "Traceback"))
                         or "Error:" in ln), None)
@@ -101,4 +115,4 @@ def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: 
         for f in out.iterdir():
             f.rename(tmp / f.name)
         out.rmdir()
-    return {"pages": pages, "articles": written, "nonempty": nonempty}
+    return {"pages": pages, "articles": written, "nonempty": nonempty} | ({"warning": warning} if warning else {})

@@ -7,6 +7,8 @@ on the extracted files only, never on cores, and even a single small file spread
 Drop counts travel in the Parquet file's metadata (key `wikigpt`) to the manifest. Chinese corpora
 (`lang` zh...) take the punctuation splitter of gpt2core.data.zh, and `t2s` converts title and text to
 Simplified characters before splitting (after decontamination, which matches titles as they are).
+Wikipedia corpora (`clean`) first go through gpt2core.data.wikiclean; every kept document's final text is
+then counted for leftover markup (gpt2core.data.markup), stored beside the drop counts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gpt2core.data.markup import count_markup, markup_summary
 from gpt2core.data.sentences import split_sentences
+from gpt2core.data.wikiclean import clean_wikitext
 from gpt2core.data.zh import is_chinese, split_sentences_zh, to_simplified
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path
@@ -113,11 +117,13 @@ def read_titles(files: list[str | Path]) -> set[str]:
 
 def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: int, shards: int,
                    split: bool = True, min_chars: int = 0, titles_files: list[str | Path] = (),
-                   lang: str = "en", t2s: bool = False) -> dict:
+                   lang: str = "en", t2s: bool = False, clean: bool = False) -> dict:
     """Write shard `shard` of the corpus made of `parts` ((name, extract dir) pairs) to `out`."""
     splitter = split_sentences_zh if is_chinese(lang) else split_sentences
     titles = read_titles(list(titles_files))
     dropped: Counter[str] = Counter()
+    cleaned: Counter[str] = Counter()
+    markup: Counter[str] = Counter()
     kept = seen = 0
     rows: dict[str, list[str]] = {k: [] for k in SCHEMA.names}
     pending = 0
@@ -137,6 +143,8 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                     continue
                 seen += 1
                 text = doc["text"]
+                if clean:
+                    text = clean_wikitext(text, cleaned)
                 if not text.strip():
                     dropped["empty"] += 1
                     continue
@@ -150,6 +158,7 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                 if t2s:
                     text, title = to_simplified(text), to_simplified(title)
                 text = splitter(text) if split else text
+                count_markup(text, markup)
                 rows["id"].append(doc["id"])
                 rows["title"].append(title)
                 rows["url"].append(doc.get("url") or "")
@@ -161,7 +170,8 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                     pending = 0
         flush()
         stats = {"shard": shard, "shards": shards, "articles": seen, "documents": kept,
-                 "dropped": dict(sorted(dropped.items()))}
+                 "dropped": dict(sorted(dropped.items())), "cleaned": dict(sorted(cleaned.items())),
+                 "markup": markup_summary(markup)}
         writer.add_key_value_metadata({META_KEY: json.dumps(stats).encode()})
         writer.close()
     return stats

@@ -17,6 +17,7 @@ def main() -> None:
         titles_files=list(snakemake.input.titles),
         lang=snakemake.params.lang,
         t2s=snakemake.params.t2s,
+        clean=snakemake.params.clean_wikitext,
     )
     with open(snakemake.log[0], "a", encoding="utf-8") as log:
         log.write(json.dumps(stats) + "\n")

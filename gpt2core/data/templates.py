@@ -74,3 +74,11 @@ def write_template_file(path: str | Path, prefix: str = "Template") -> Path:
                     f"   <text>{escape(body)}</text>\n</page>\n" for name, body in INLINE_TEMPLATES.items())
     path.write_text(pages, encoding="utf-8")
     return path
+
+
+def table_version() -> str:
+    """A short hash of the table: the extract rule's params carry it, so editing the table reruns extract."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(INLINE_TEMPLATES, sort_keys=True).encode()).hexdigest()[:12]

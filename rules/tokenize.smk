@@ -90,7 +90,7 @@ rule gather:
         tokenizer=tokenizer_json(),
         tokenizer_stats=f"{RESULTS}/tokenizer/stats.json",
     output:
-        manifest(),
+        report(manifest(), category="Data", caption="../workflow/report/manifest.rst"),
     params:
         dtype=config["data"]["dtype"],
         corpora=[{k: c[k] for k in ("name", "kind", "lang", "weight")} for c in CORPORA.values()],

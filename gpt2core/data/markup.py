@@ -14,7 +14,8 @@ MARKUP_KEYS = ("entities", "template_open", "template_close", "link_open", "link
                "variant_close", "table_rows", "refs", "empty_brackets")
 _ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]{1,31}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});")
 _TABLE_ROW = re.compile(r"^(?:\{\||\|-|\|\})", re.M)
-_EMPTY = re.compile(r"\([ \t\u3000]*\)|（[ \t\u3000]*）")
+_EMPTY = re.compile(r"\([ \t\u3000]*\)")
+_EMPTY_FULLWIDTH = re.compile(r"（[ \t\u3000]*）")
 _LITERALS = (("template_open", "{{"), ("template_close", "}}"), ("link_open", "[["), ("link_close", "]]"),
              ("variant_open", "-{"), ("variant_close", "}-"), ("refs", "<ref"))
 
@@ -28,8 +29,10 @@ def count_markup(text: str, counts: Counter[str]) -> None:
         counts["entities"] += len(_ENTITY.findall(text))
     if "|" in text:
         counts["table_rows"] += len(_TABLE_ROW.findall(text))
-    if "(" in text or "（" in text:
+    if "(" in text:
         counts["empty_brackets"] += len(_EMPTY.findall(text))
+    if "（" in text:
+        counts["empty_brackets"] += len(_EMPTY_FULLWIDTH.findall(text))
 
 
 def markup_summary(counts: Counter[str] | dict) -> dict[str, int]:

@@ -26,8 +26,7 @@ _HIDDEN_FLAGS = {"H", "T", "-"}
 _PREFERRED = ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh")
 _TEMPLATE = re.compile(r"\{\{([^{}]{0,2000})\}\}")
 _SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
-_EMPTY_BRACKETS = re.compile(r"(\w?)([ \t]*)\([ \t,;:]*\)")
-_EMPTY_FULLWIDTH = re.compile(r"[ \t]*（[ \t\u3000，；、：]*）")
+_EMPTY_BRACKETS = re.compile(r"\([ \t,;:]*\)|（[ \t\u3000，；、：]*）")  # a literal first: re scans fast
 _INCLUDE_TAGS = re.compile(r"</?\s*(?:onlyinclude|includeonly|noinclude)\s*/?\s*>[ \t]*\n?", re.I)
 _ZERO_ARG = {name: body for name, body in INLINE_TEMPLATES.items() if "{{{" not in body and "{{" not in body}
 
@@ -74,11 +73,20 @@ def _template(match: re.Match, removed: Counter[str]) -> str:
     return ""
 
 
-def _empty(match: re.Match, removed: Counter[str]) -> str:
-    if match.group(1) and not match.group(2):
-        return match.group(0)  # main(): a call, not an emptied bracket
-    removed["empty_brackets"] += 1
-    return match.group(1)
+def _drop_empty_brackets(text: str, removed: Counter[str]) -> str:
+    """Brackets with nothing in them, and the spaces before them; `main()` (glued to a word) stays."""
+    out, last = [], 0
+    for m in _EMPTY_BRACKETS.finditer(text):
+        start = m.start()
+        while start > last and text[start - 1] in " \t":
+            start -= 1
+        if m.group(0)[0] == "(" and start == m.start() and start > 0 and (text[start - 1].isalnum()
+                                                                          or text[start - 1] == "_"):
+            continue  # a call, not an emptied bracket
+        out.append(text[last:start])
+        last = m.end()
+        removed["empty_brackets"] += 1
+    return "".join(out) + text[last:] if out else text
 
 
 def clean_wikitext(text: str, removed: Counter[str]) -> str:
@@ -97,9 +105,6 @@ def clean_wikitext(text: str, removed: Counter[str]) -> str:
     if "<" in text:
         text, n = _INCLUDE_TAGS.subn("", text)
         removed["tags"] += n
-    if "(" in text:
-        text = _EMPTY_BRACKETS.sub(lambda m: _empty(m, removed), text)
-    if "（" in text:
-        text, n = _EMPTY_FULLWIDTH.subn("", text)
-        removed["empty_brackets"] += n
+    if "(" in text or "（" in text:
+        text = _drop_empty_brackets(text, removed)
     return text

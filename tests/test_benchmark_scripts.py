@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,24 @@ def test_gpu_benchmark_cdt_rows_turn_on_coordinate_descent_tuning_for_that_row_o
     assert inductor_config.coordinate_descent_tuning == before
     with inductor_options("trainer seq1024 b16 bf16 compile"):
         assert inductor_config.coordinate_descent_tuning == before
+
+
+@pytest.mark.e2e
+def test_scale_benchmark_runs_the_real_dag_on_a_multi_part_dump(tmp_path: Path) -> None:
+    """bench_scale.py at a few MB: every stage row, the anchor and the projection print, and no page is lost as
+    a duplicate (the documents grow with the copies)."""
+    from conftest import shared_file
+
+    shared_file("enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_scale.py"), "--gb", "0.012", "--parts", "2",
+                           "--cores", "2", "--workdir", str(tmp_path / "w"), "--keep"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for stage in ("download", "extract", "presplit", "tokenizer", "split_plan", "tokenize", "gather"):
+        assert re.search(rf"^{stage}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), (stage, out)
+    assert "anchor, WikiExtractor on one" in out and "projection: enwiki" in out and "total" in out
+    manifest = json.loads((tmp_path / "w/results/data/manifest.json").read_text())
+    documents = sum(s["documents"] for s in manifest["splits"].values())
+    assert documents > 105, documents  # one copy of the excerpt keeps at most its 105 articles
+    assert manifest["corpora"][0]["markup"]["entities"] == 0

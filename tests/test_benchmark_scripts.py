@@ -178,7 +178,8 @@ def test_scale_benchmark_runs_the_real_dag_on_a_multi_part_dump(tmp_path: Path) 
     out = proc.stdout
     for stage in ("download", "extract", "presplit", "tokenizer", "split_plan", "tokenize", "gather"):
         assert re.search(rf"^{stage}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), (stage, out)
-    assert "anchor, WikiExtractor on one" in out and "projection: enwiki" in out and "total" in out
+    assert "anchor, WikiExtractor on one" in out and "x the seed's" in out
+    assert "projection: enwiki" in out and "total" in out
     manifest = json.loads((tmp_path / "w/results/data/manifest.json").read_text())
     documents = sum(s["documents"] for s in manifest["splits"].values())
     assert documents > 105, documents  # one copy of the excerpt keeps at most its 105 articles

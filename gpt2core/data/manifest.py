@@ -59,6 +59,13 @@ def _add(splits: dict, split: str, entry: dict) -> None:
     splits[split]["documents"] += entry["documents"]
 
 
+def _section(name: str, meta: dict) -> dict:
+    """A corpus's manifest section, empty; counts are Counters until the manifest is written."""
+    return {"name": name, "kind": meta.get("kind"), "lang": meta.get("lang"),
+            "weight": float(meta.get("weight", 1.0)), "splits": _empty_splits(), "dropped": Counter(),
+            "cleaned": Counter(), "markup": Counter(), "warnings": []}
+
+
 def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str, out: str | Path,
            corpora: list[dict] | None = None, tokenizer_stats: str | Path | None = None,
            split_plans: list[str | Path] = ()) -> dict:
@@ -74,9 +81,7 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
     meta = {c["name"]: c for c in corpora or []}
     sections: dict[str, dict] = {}
     for name in meta:
-        sections[name] = {"name": name, "kind": meta[name].get("kind"), "lang": meta[name].get("lang"),
-                          "weight": float(meta[name].get("weight", 1.0)), "splits": _empty_splits(),
-                          "dropped": Counter(), "cleaned": Counter(), "markup": Counter(), "warnings": []}
+        sections[name] = _section(name, meta[name])
     tokenizer_sha = sha256_file(tokenizer_json)
     for folder in map(Path, shard_dirs):
         stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
@@ -86,9 +91,7 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
             raise WikiGPTError(f"{folder}/stats.json: made with another dtype or tokenizer than {tokenizer_json}; "
                                "rerun tokenize")
         name = folder.parent.name
-        section = sections.setdefault(name, {"name": name, "kind": None, "lang": None, "weight": 1.0,
-                                             "splits": _empty_splits(), "dropped": Counter(),
-                                             "cleaned": Counter(), "markup": Counter(), "warnings": []})
+        section = sections.setdefault(name, _section(name, {}))
         dropped.update(stats["presplit"]["dropped"])
         for key in ("dropped", "cleaned", "markup"):  # shards presplit before counting have no cleaned/markup
             section[key].update(stats["presplit"].get(key, {}))

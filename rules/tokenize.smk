@@ -90,7 +90,10 @@ rule gather:
         tokenizer=tokenizer_json(),
         tokenizer_stats=f"{RESULTS}/tokenizer/stats.json",
     output:
-        report(manifest(), category="Data", caption="../workflow/report/manifest.rst"),
+        # in the report when it exists: `--report` on a workdir whose model was placed, not trained here,
+        # must not fail for a manifest that was never made
+        report(manifest(), category="Data", caption="../workflow/report/manifest.rst")
+        if os.path.exists(manifest()) else manifest(),
     params:
         dtype=config["data"]["dtype"],
         corpora=[{k: c[k] for k in ("name", "kind", "lang", "weight")} for c in CORPORA.values()],

@@ -226,3 +226,6 @@ def test_every_corpus_in_the_manifest_has_valid_and_test_and_its_markup(tmp_path
     gather_log = (tmp_path / "logs/gather/gather.log").read_text()
     assert '"markup left"' in gather_log and "corpus notes: 3 documents" in gather_log
     assert any(w.startswith("warning: tokenizer held-out") for w in manifest["warnings"])
+    run_snakemake(tmp_path, "--report", "report.html", "results/data/manifest.json")
+    html = (tmp_path / "report.html").read_text(encoding="utf-8", errors="replace")
+    assert "manifest.json" in html and "markup" in html  # the report's Data section

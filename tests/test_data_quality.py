@@ -21,6 +21,7 @@ from gpt2core.data.extract import extract_dump
 from gpt2core.data.markup import MARKUP_KEYS, count_markup, markup_summary
 from gpt2core.data.presplit import SCHEMA, presplit_shard
 from gpt2core.data.shards import SPLITS, split_bounds, split_of, tokenize_shard
+from gpt2core.data.siteinfo import template_namespace
 from gpt2core.data.split_plan import MIN_DOCUMENTS, plan_splits
 from gpt2core.data.tokenizer import heldout_figure
 from gpt2core.data.wikiclean import clean_wikitext, resolve_variant
@@ -229,3 +230,16 @@ def test_every_corpus_in_the_manifest_has_valid_and_test_and_its_markup(tmp_path
     run_snakemake(tmp_path, "--report", "report.html", "results/data/manifest.json")
     html = (tmp_path / "report.html").read_text(encoding="utf-8", errors="replace")
     assert "manifest.json" in html and "markup" in html  # the report's Data section
+
+
+def test_the_template_table_takes_the_dumps_own_template_namespace(tmp_path):
+    """A dewiki-style dump names namespace 10 `Vorlage`: the table is written under that name, so
+    `{{lang|fr|...}}` still finds its entry."""
+    xml = bz2.decompress(SAMPLE_DUMP.read_bytes()).decode()
+    assert template_namespace(SAMPLE_DUMP) == "Template"
+    german = xml.replace('key="10" case="first-letter">Template<', 'key="10" case="first-letter">Vorlage<')
+    german = german.replace("<title>Template:", "<title>Vorlage:")
+    (tmp_path / "de.xml").write_text(german, encoding="utf-8")
+    assert template_namespace(tmp_path / "de.xml") == "Vorlage"
+    extract_dump(tmp_path / "de.xml", tmp_path / "de")
+    assert "(central téléphonique)" in extracted_texts(tmp_path / "de")["Telephone exchange"]

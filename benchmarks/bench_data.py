@@ -129,13 +129,15 @@ def main() -> None:
     print(f"corpus: {raw_bytes / 1e6:.1f} MB of extracted article text")
 
     parts = [("p", extract)]
-    presplit_s = best_of(2, lambda: presplit_shard(parts, work / "all.parquet", 0, 1, split=True, min_chars=200))
+    presplit_s = best_of(2, lambda: presplit_shard(parts, work / "all.parquet", 0, 1, split=True, min_chars=200,
+                                                   clean=True))  # Wikipedia corpora are cleaned too
     presplit_rate = raw_bytes / presplit_s / 1e6
     zh_extract, zh_bytes = build_zh_corpus(work, args.zh_mb)
     zh_rates = {}
     for t2s in (False, True):
         seconds = best_of(2, lambda t2s=t2s: presplit_shard([("zh", zh_extract)], work / "zh.parquet", 0, 1,
-                                                            split=True, min_chars=200, lang="zh", t2s=t2s))
+                                                            split=True, min_chars=200, lang="zh", t2s=t2s,
+                                                            clean=True))
         zh_rates[t2s] = zh_bytes / seconds / 1e6
     print(f"presplit   {presplit_rate:6.1f} MB/s per core (English, {raw_bytes / 1e6:.0f} MB)   anchor >= 10 MB/s   "
           f"{'OK' if presplit_rate >= 10 else 'BELOW'}")

@@ -10,6 +10,7 @@ micro step, rank) as in the loader: resuming a blended run needs only the step n
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +85,15 @@ def train_blend(manifest: dict, seq_len: int, seed: int,
 
 def valid_sources(manifest: dict, seq_len: int, seed: int, micro_batch: int, eod_id: int,
                   mask_eod: bool = True, split: str = "valid") -> dict[str, BatchSource]:
-    """One fixed-order BatchSource per corpus with enough `split` tokens for a window (others skipped)."""
+    """One fixed-order BatchSource per corpus with enough `split` tokens for a window; the others are left
+    out with a warning on stderr (a corpus silently missing from valid_loss_by_corpus misleads)."""
     out = {}
     every = corpora(manifest)
     for corpus in every:
         stream = corpus_stream(manifest, corpus, split)
         if stream is None or stream.total < seq_len + 1:
+            print(f"warning: corpus {corpus.name}: {0 if stream is None else stream.total} {split} tokens, "
+                  f"fewer than one window of {seq_len + 1}; it has no {split} loss", file=sys.stderr)
             continue
         data = WindowDataset(stream, seq_len, corpus_seed(seed, corpus.name, split, len(every) == 1))
         out[corpus.name] = BatchSource(Blend([data], [1.0]), micro_batch, 1, 1, eod_id, mask_eod)

@@ -1,5 +1,6 @@
 # extract: one downloaded source part -> data/extract/<corpus>/<part>/ (AA/wiki_00, ...), JSON lines of
 # {id, title, url, text}: WikiExtractor --json for kind wikipedia, gpt2core.data.sources for jsonl/mnbvc.
+from gpt2core.data.templates import table_version
 
 
 def _extract_spec(wc):
@@ -7,6 +8,8 @@ def _extract_spec(wc):
     spec = {"kind": corpus["kind"]}
     if corpus["kind"] == "jsonl":
         spec["text_field"] = corpus["text_field"]
+    if corpus["kind"] == "wikipedia":  # unescaped text, inline templates kept: a changed table reruns extract
+        spec["templates"] = table_version()
     return spec
 
 

@@ -20,6 +20,7 @@ rule presplit:
         lang=lambda wc: CORPORA[wc.corpus]["lang"],
         t2s=lambda wc: CORPORA[wc.corpus]["t2s"],
         **limits("max_line_bytes", "max_paragraph_chars"),
+        clean_wikitext=lambda wc: CORPORA[wc.corpus]["kind"] == "wikipedia",
     conda:
         CONDA_ENV
     log:

@@ -1,3 +1,5 @@
+# split_plan: per corpus, the documents moved to valid/test when the hash drew none there (see
+# gpt2core.data.split_plan) -> data/tokens/<corpus>/split_plan.json.
 # tokenize: one job per presplit shard -> data/tokens/<corpus>/<shard>/{train,valid,test}.{bin,idx.npy}
 # and stats.json; gather: every shard -> results/data/manifest.json (overall splits, and per corpus with
 # its name, kind, lang and weight for weighted blending).
@@ -30,9 +32,35 @@ def _token_files(corpus, shard):
     return [f"{folder}/{s}{ext}" for s in SPLITS for ext in (".bin", ".idx.npy")] + [f"{folder}/stats.json"]
 
 
+def _split_plan(corpus):
+    return f"{DATA}/tokens/{corpus}/split_plan.json"
+
+
+rule split_plan:
+    input:
+        lambda wc: [f"{DATA}/presplit/{wc.corpus}/{s}.parquet" for s in SHARDS],
+    output:
+        _split_plan("{corpus}"),
+    wildcard_constraints:
+        corpus="[A-Za-z0-9_-]+",
+    params:
+        split=config["data"]["split"],
+        seed=config["data"]["seed"],
+    conda:
+        CONDA_ENV
+    log:
+        "logs/split_plan/{corpus}.log",
+    benchmark:
+        "logs/benchmarks/split_plan/{corpus}.tsv"
+    threads: 1
+    script:
+        f"{SCRIPTS}/split_plan.py"
+
+
 rule tokenize:
     input:
         parquet=f"{DATA}/presplit/{{corpus}}/{{shard}}.parquet",
+        plan=_split_plan("{corpus}"),
         tokenizer=tokenizer_json(),
         check=f"{RESULTS}/tokenizer/tiktoken_check.json",
     output:
@@ -58,10 +86,14 @@ rule tokenize:
 rule gather:
     input:
         stats=[f"{DATA}/tokens/{c}/{s}/stats.json" for c in CORPORA for s in SHARDS],
+        plans=[_split_plan(c) for c in CORPORA],
         tokenizer=tokenizer_json(),
         tokenizer_stats=f"{RESULTS}/tokenizer/stats.json",
     output:
-        manifest(),
+        # in the report when it exists: `--report` on a workdir whose model was placed, not trained here,
+        # must not fail for a manifest that was never made
+        report(manifest(), category="Data", caption="../workflow/report/manifest.rst")
+        if os.path.exists(manifest()) else manifest(),
     params:
         dtype=config["data"]["dtype"],
         corpora=[{k: c[k] for k in ("name", "kind", "lang", "weight")} for c in CORPORA.values()],

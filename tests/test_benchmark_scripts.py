@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,25 @@ def test_gpu_loss_curves_flag_a_lever_that_trains_worse() -> None:
     assert lines[1].split() == ["1-2", "9.0000", "9.0500", "9.0000"]
     assert lines[-2] == "loss curve float8: last window 5.5750 vs plain 5.5000 (+1.36%): trains as well (tolerance 2%)"
     assert lines[-1] == "loss curve cuda_graph: last window 6.0000 vs plain 5.5000 (+9.09%): DIFFERS (tolerance 2%)"
+
+
+@pytest.mark.e2e
+def test_scale_benchmark_runs_the_real_dag_on_a_multi_part_dump(tmp_path: Path) -> None:
+    """bench_scale.py at a few MB: every stage row, the anchor and the projection print, and no page is lost as
+    a duplicate (the documents grow with the copies)."""
+    from conftest import shared_file
+
+    shared_file("enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/bench_scale.py"), "--gb", "0.012", "--parts", "2",
+                           "--cores", "2", "--workdir", str(tmp_path / "w"), "--keep"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for stage in ("download", "extract", "presplit", "tokenizer", "split_plan", "tokenize", "gather"):
+        assert re.search(rf"^{stage}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\d+$", out, re.M), (stage, out)
+    assert "anchor, WikiExtractor on one" in out and "x the seed's" in out
+    assert "projection: enwiki" in out and "total" in out
+    manifest = json.loads((tmp_path / "w/results/data/manifest.json").read_text())
+    documents = sum(s["documents"] for s in manifest["splits"].values())
+    assert documents > 105, documents  # one copy of the excerpt keeps at most its 105 articles
+    assert manifest["corpora"][0]["markup"]["entities"] == 0

@@ -131,13 +131,15 @@ def test_bad_corpora_section_is_a_one_line_error(tmp_path):
         corpora(manifest, "m.json")
 
 
-def test_valid_loss_per_corpus_and_overall(tmp_path):
+def test_valid_loss_per_corpus_and_overall(tmp_path, capsys):
     weights = {"en": 3.0, "zh": 1.0, "tiny": 1.0}
     path = write_blend_manifest(tmp_path, weights, valid=400)
     manifest = load_manifest(path)
     manifest["corpora"][2]["splits"]["valid"] = {"tokens": 0, "documents": 0, "shards": []}
     sources = valid_sources(manifest, SEQ, 99, micro_batch=4, eod_id=EOD)
-    assert list(sources) == ["en", "zh"]  # a corpus without valid tokens is skipped, not an error
+    assert list(sources) == ["en", "zh"]  # a corpus without valid tokens is skipped, not an error, but named
+    assert "warning: corpus tiny: 0 valid tokens, fewer than one window of 17; it has no valid loss" in (
+        capsys.readouterr().err)
     for name, k in (("en", 0), ("zh", 1)):
         assert {corpus_of(w) for w in sources[name].get(0).x.numpy()} == {k}
     torch.manual_seed(0)

@@ -155,7 +155,8 @@ def test_adding_a_jsonl_corpus_reruns_only_its_stages_and_the_tokenizer_onward(r
     old = {p: p.stat().st_mtime_ns for c in ("samplewiki", "zhwiki", "mnbvc")
            for p in (dst / "data/presplit" / c).glob("*.parquet")}
     jobs = jobs_run(run_snakemake(dst, MANIFEST))
-    assert jobs == {"download": 1, "extract": 1, "presplit": 2, "tokenizer": 1, "tokenize": 8, "gather": 1}
+    assert jobs == {"download": 1, "extract": 1, "presplit": 2, "split_plan": 1, "tokenizer": 1, "tokenize": 8,
+                    "gather": 1}
     assert {p: p.stat().st_mtime_ns for p in old} == old
     manifest = json.loads((dst / MANIFEST).read_text())
     notes = [c for c in manifest["corpora"] if c["name"] == "notes"][0]

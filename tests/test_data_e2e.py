@@ -135,7 +135,7 @@ def test_shard_count_does_not_change_any_document(run4, run1):
 def test_two_runs_give_identical_bytes(run4, run4_again):
     a = sorted(p.relative_to(run4) for p in (run4 / "data/tokens").rglob("*") if p.is_file())
     b = sorted(p.relative_to(run4_again) for p in (run4_again / "data/tokens").rglob("*") if p.is_file())
-    assert a == b and len(a) == 4 * 7
+    assert a == b and len(a) == 4 * 7 + 1  # + the corpus's split_plan.json
     for rel in a + [Path(MANIFEST)] + sorted((run4 / "data/presplit").rglob("*.parquet")):
         rel = rel.relative_to(run4) if rel.is_absolute() else rel
         assert (run4 / rel).read_bytes() == (run4_again / rel).read_bytes(), rel
@@ -164,7 +164,7 @@ def rerun_with(src: Path, dst: Path, section: str, key: str, value) -> tuple[dic
 def test_min_chars_reruns_presplit_onward_only(run4, tmp_path):
     before = (run4 / "data/downloads/enwiki").stat().st_mtime_ns
     jobs, dst = rerun_with(run4, tmp_path / "w", "presplit", "min_chars", 2000)
-    assert jobs == {"presplit": 4, "tokenize": 4, "gather": 1}
+    assert jobs == {"presplit": 4, "split_plan": 1, "tokenize": 4, "gather": 1}
     assert (dst / "data/downloads/enwiki").stat().st_mtime_ns == before
     dropped = json.loads((dst / MANIFEST).read_text())["dropped"]
     assert dropped["short"] > json.loads((run4 / MANIFEST).read_text())["dropped"]["short"]
@@ -172,7 +172,7 @@ def test_min_chars_reruns_presplit_onward_only(run4, tmp_path):
 
 def test_split_change_reruns_tokenize_onward_only(run4, tmp_path):
     jobs, dst = rerun_with(run4, tmp_path / "w", "data", "split", [80, 10, 10])
-    assert jobs == {"tokenize": 4, "gather": 1}
+    assert jobs == {"split_plan": 1, "tokenize": 4, "gather": 1}
     manifest = json.loads((dst / MANIFEST).read_text())
     assert manifest["splits"]["test"]["documents"] > 0
 

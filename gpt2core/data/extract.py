@@ -3,7 +3,9 @@
 WikiExtractor carries on after many problems (a non-XML file or an XML file cut short gives a clean exit
 with fewer or zero articles), so the dump is first checked by a streaming scan (bz2 integrity, a
 `<mediawiki>` root, a closing `</mediawiki>`, at least one page), and WikiExtractor's own exit report is
-checked against the files it wrote.
+checked against the files it wrote. WikiExtractor runs with `--html-safe ""` (its default escapes `&`, `<`
+and `>`, so the model learnt `AT&amp;T`) and `--templates` naming gpt2core.data.templates' table (inline
+templates keep their text); a dump without `<siteinfo>` is read with the default namespaces, with a warning.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from gpt2core.data.siteinfo import template_namespace, with_default_siteinfo
+from gpt2core.data.templates import write_template_file
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.watch import Limits, run_watched
@@ -98,15 +102,25 @@ def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: 
     dump = Path(dump)
     pages = check_dump(dump)
     limits = limits or Limits()
+    namespace = template_namespace(dump)
+    warning = None
     with atomic_dir(outdir) as tmp:
         out = tmp / "text"
-        cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(out), "--json",
-               "--processes", str(max(1, processes))]
+        source = dump
+        if namespace is None:
+            warning = f"warning: {dump}: no <siteinfo>; read with MediaWiki's default namespaces"
+            print(warning, file=sys.stderr)
+            source, namespace = with_default_siteinfo(dump, tmp / ".with-siteinfo.xml"), "Template"
+        templates = write_template_file(tmp / ".templates.xml", namespace)
+        cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(source), "-o", str(out), "--json",
+               "--processes", str(max(1, processes)), "--html-safe", "", "--templates", str(templates)]
         if log is not None:
             with open(log, "a", encoding="utf-8") as fh:
-                fh.write(" ".join(cmd) + "\n")
+                fh.write((warning + "\n" if warning else "") + " ".join(cmd) + "\n")
         ran = run_watched(cmd, log, limits.deadline_s(dump.stat().st_size), limits, watch_dir=tmp, keep=_notable,
                           died=lambda line: line.startswith("Traceback"))
+        for helper in (templates, tmp / ".with-siteinfo.xml"):
+            helper.unlink(missing_ok=True)
         if ran.stopped == "disk full":
             raise WikiGPTError(f"{outdir}: no space left on device (WikiExtractor on {dump}); free space and "
                                f"rerun (finished outputs are kept)")
@@ -129,4 +143,4 @@ def extract_dump(dump: str | Path, outdir: str | Path, processes: int = 1, log: 
         for f in out.iterdir():
             f.rename(tmp / f.name)
         out.rmdir()
-    return {"pages": pages, "articles": written, "nonempty": nonempty}
+    return {"pages": pages, "articles": written, "nonempty": nonempty} | ({"warning": warning} if warning else {})

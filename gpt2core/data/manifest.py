@@ -7,7 +7,10 @@ Format: {"dtype", "tokenizer": {"path", "sha256", "vocab_size", "eod_id"},
 single-stream reader trains on); `corpora` lets a trainer blend corpora by weight and report a valid loss
 per corpus. A shard's corpus is the name of its folder's parent (data/tokens/<corpus>/<shard>). With a
 trained BPE, `tokenizer.heldout` holds characters per token per language on held-out text. Every shard is
-checked (index consistent with the token file) before it is listed.
+checked (index consistent with the token file) before it is listed. Text quality per corpus: `markup`
+(leftovers counted in the text that reaches the tokenizer, gpt2core.data.markup), `cleaned` (what presplit
+removed), `split_plan` (documents drawn per split and those moved so valid and test are not empty) and
+`warnings` (a corpus too small for a valid set, a small tokenizer held-out set), also listed at the top.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2core.data.encoder import load_encoder
+from gpt2core.data.markup import markup_summary
 from gpt2core.data.shards import DTYPES, SPLITS
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import sha256_file, write_text_atomic
@@ -55,12 +59,21 @@ def _add(splits: dict, split: str, entry: dict) -> None:
     splits[split]["documents"] += entry["documents"]
 
 
+def _section(name: str, meta: dict) -> dict:
+    """A corpus's manifest section, empty; counts are Counters until the manifest is written."""
+    return {"name": name, "kind": meta.get("kind"), "lang": meta.get("lang"),
+            "weight": float(meta.get("weight", 1.0)), "splits": _empty_splits(), "dropped": Counter(),
+            "cleaned": Counter(), "markup": Counter(), "warnings": []}
+
+
 def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str, out: str | Path,
-           corpora: list[dict] | None = None, tokenizer_stats: str | Path | None = None) -> dict:
+           corpora: list[dict] | None = None, tokenizer_stats: str | Path | None = None,
+           split_plans: list[str | Path] = ()) -> dict:
     """Write the manifest for `shard_dirs` (each holding stats.json and the split files).
 
     `corpora`: {"name", "kind", "lang", "weight"} of each corpus, in config order (a corpus missing here
-    gets kind/lang None and weight 1.0); `tokenizer_stats`: the tokenizer stage's stats.json.
+    gets kind/lang None and weight 1.0); `tokenizer_stats`: the tokenizer stage's stats.json; `split_plans`:
+    data/tokens/<corpus>/split_plan.json of each corpus.
     """
     encoder = load_encoder(tokenizer_json)
     splits = _empty_splits()
@@ -68,9 +81,7 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
     meta = {c["name"]: c for c in corpora or []}
     sections: dict[str, dict] = {}
     for name in meta:
-        sections[name] = {"name": name, "kind": meta[name].get("kind"), "lang": meta[name].get("lang"),
-                          "weight": float(meta[name].get("weight", 1.0)), "splits": _empty_splits(),
-                          "dropped": Counter()}
+        sections[name] = _section(name, meta[name])
     tokenizer_sha = sha256_file(tokenizer_json)
     for folder in map(Path, shard_dirs):
         stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
@@ -80,10 +91,10 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
             raise WikiGPTError(f"{folder}/stats.json: made with another dtype or tokenizer than {tokenizer_json}; "
                                "rerun tokenize")
         name = folder.parent.name
-        section = sections.setdefault(name, {"name": name, "kind": None, "lang": None, "weight": 1.0,
-                                             "splits": _empty_splits(), "dropped": Counter()})
+        section = sections.setdefault(name, _section(name, {}))
         dropped.update(stats["presplit"]["dropped"])
-        section["dropped"].update(stats["presplit"]["dropped"])
+        for key in ("dropped", "cleaned", "markup"):  # shards presplit before counting have no cleaned/markup
+            section[key].update(stats["presplit"].get(key, {}))
         for s in SPLITS:
             bin_path, idx_path = folder / f"{s}.bin", folder / f"{s}.idx.npy"
             tokens, documents = check_shard(bin_path, idx_path, dtype)
@@ -93,20 +104,32 @@ def gather(shard_dirs: list[str | Path], tokenizer_json: str | Path, dtype: str,
                      "sha256": sha256_file(bin_path)}
             _add(splits, s, entry)
             _add(section["splits"], s, dict(entry))
+    for plan_path in map(Path, split_plans):
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        section = sections.get(plan_path.parent.name)
+        if section is not None:
+            section["split_plan"] = {"documents": plan["documents"], "drawn": plan["drawn"],
+                                     "moved": plan["moved"]}
+            section["warnings"] += [plan["warning"]] if plan["warning"] else []
     for section in sections.values():
         section["dropped"] = dict(sorted(section["dropped"].items()))
+        section["cleaned"] = dict(sorted(section["cleaned"].items()))
+        section["markup"] = markup_summary(section["markup"])
     tokenizer = {"path": _rel(tokenizer_json), "sha256": tokenizer_sha,
                  "vocab_size": encoder.vocab_size, "eod_id": encoder.eod_id}
     if tokenizer_stats is not None:
         heldout = json.loads(Path(tokenizer_stats).read_text(encoding="utf-8")).get("heldout")
         if heldout:
             tokenizer["heldout"] = heldout
+    warnings = [w for section in sections.values() for w in section["warnings"]]
+    warnings += [m["warning"] for m in tokenizer.get("heldout", {}).values() if m.get("warning")]
     manifest = {
         "dtype": dtype,
         "tokenizer": tokenizer,
         "splits": splits,
         "dropped": dict(sorted(dropped.items())),
         "corpora": list(sections.values()),
+        "warnings": warnings,
     }
     write_text_atomic(out, json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -7,6 +7,8 @@ on the extracted files only, never on cores, and even a single small file spread
 Drop counts travel in the Parquet file's metadata (key `wikigpt`) to the manifest. Chinese corpora
 (`lang` zh...) take the punctuation splitter of gpt2core.data.zh, and `t2s` converts title and text to
 Simplified characters before splitting (after decontamination, which matches titles as they are).
+Wikipedia corpora (`clean`) first go through gpt2core.data.wikiclean; every kept document's final text is
+then counted for leftover markup (gpt2core.data.markup), stored beside the drop counts.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gpt2core.data.markup import count_markup, markup_summary
 from gpt2core.data.sentences import MAX_PARAGRAPH_CHARS, PIECE_CHARS, split_pieces, split_sentences
 from gpt2core.data.sources.common import MAX_LINE_BYTES, SURROGATE_ESCAPE
+from gpt2core.data.wikiclean import clean_wikitext
 from gpt2core.data.zh import is_chinese, split_sentences_zh, to_simplified
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path
@@ -138,10 +142,11 @@ def read_titles(files: list[str | Path]) -> set[str]:
 def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: int, shards: int,
                    split: bool = True, min_chars: int = 0, titles_files: list[str | Path] = (),
                    lang: str = "en", t2s: bool = False, max_line_bytes: int = MAX_LINE_BYTES,
-                   max_paragraph_chars: int = MAX_PARAGRAPH_CHARS) -> dict:
+                   max_paragraph_chars: int = MAX_PARAGRAPH_CHARS, clean: bool = False) -> dict:
     """Write shard `shard` of the corpus made of `parts` ((name, extract dir) pairs) to `out`. Memory is
     bounded by `max_line_bytes` (a longer article is an error) and `max_paragraph_chars` (a longer paragraph
-    is cut before the sentence splitter, counted in the stats' paragraph_cuts)."""
+    is cut before the sentence splitter, counted in the stats' paragraph_cuts). `clean`: Wikipedia text
+    goes through clean_wikitext first (gpt2core.data.wikiclean)."""
     cuts: Counter[str] = Counter()
     if is_chinese(lang):
         def splitter(text: str) -> str:
@@ -151,6 +156,8 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
             return split_sentences(text, max_paragraph_chars=max_paragraph_chars, cuts=cuts)
     titles = read_titles(list(titles_files))
     dropped: Counter[str] = Counter()
+    cleaned: Counter[str] = Counter()
+    markup: Counter[str] = Counter()
     kept = seen = 0
     rows: dict[str, list[str]] = {k: [] for k in SCHEMA.names}
     pending = 0
@@ -173,6 +180,8 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                     continue
                 seen += 1
                 text = doc.pop("text")  # only `text` holds it: the splitter's result replaces it
+                if clean:
+                    text = clean_wikitext(text, cleaned)
                 if not text.strip():
                     dropped["empty"] += 1
                     continue
@@ -186,6 +195,7 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                 if t2s:
                     text, title = to_simplified(text), to_simplified(title)
                 text = splitter(text) if split else text
+                count_markup(text, markup)
                 rows["id"].append(doc["id"])
                 rows["title"].append(title)
                 rows["url"].append(doc.get("url") or "")
@@ -198,7 +208,8 @@ def presplit_shard(parts: list[tuple[str, str | Path]], out: str | Path, shard: 
                     pending = 0
         flush()
         stats = {"shard": shard, "shards": shards, "articles": seen, "documents": kept,
-                 "dropped": dict(sorted(dropped.items())), "paragraph_cuts": cuts["paragraph_cuts"]}
+                 "dropped": dict(sorted(dropped.items())), "paragraph_cuts": cuts["paragraph_cuts"],
+                 "cleaned": dict(sorted(cleaned.items())), "markup": markup_summary(markup)}
         writer.add_key_value_metadata({META_KEY: json.dumps(stats).encode()})
         writer.close()
     return stats

@@ -108,8 +108,11 @@ class _SplitWriter:
 
 
 def tokenize_shard(parquet: str | Path, tokenizer_json: str | Path, outdir: str | Path, split: list[float],
-                   seed: int, dtype: str = "uint16", threads: int = 1, log=sys.stderr) -> dict:
-    """Write `outdir`/{train,valid,test}.{bin,idx.npy} and stats.json for one presplit shard."""
+                   seed: int, dtype: str = "uint16", threads: int = 1, log=sys.stderr,
+                   moved: dict[str, str] | None = None) -> dict:
+    """Write `outdir`/{train,valid,test}.{bin,idx.npy} and stats.json for one presplit shard; `moved` maps
+    ids to the split the corpus's split plan (gpt2core.data.split_plan) gives them instead of their draw."""
+    moved = moved or {}
     encoder = load_encoder(tokenizer_json)
     check_dtype(encoder.vocab_size, dtype, str(tokenizer_json))
     bounds = split_bounds(split)
@@ -126,7 +129,8 @@ def tokenize_shard(parquet: str | Path, tokenizer_json: str | Path, outdir: str 
             encoded = encoder.encode_batch(texts, num_threads=threads)
             groups: list[list[list[int]]] = [[], [], []]
             for doc_id, toks in zip(ids, encoded, strict=True):
-                groups[split_of(doc_id, seed, bounds)].append(toks)
+                where = SPLITS.index(moved[doc_id]) if doc_id in moved else split_of(doc_id, seed, bounds)
+                groups[where].append(toks)
             for writer, docs in zip(writers, groups, strict=True):
                 if docs:
                     writer.add(docs, encoder.eod_id)

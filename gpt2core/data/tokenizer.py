@@ -68,6 +68,7 @@ def build_gpt2(encoder_json: str | Path, vocab_bpe: str | Path, out: str | Path)
 
 HELDOUT_ONE_IN = 10  # documents whose id hashes to 0 mod this are never trained on: held-out text
 HELDOUT_CHARS = 1_000_000  # per language, enough for a stable characters-per-token figure
+HELDOUT_SMALL = (20, 100_000)  # fewer documents or characters than this: the figure is warned about
 
 
 def is_heldout(doc_id: str) -> bool:
@@ -139,6 +140,16 @@ def training_pieces(text: str, size: int = TRAIN_PIECE_CHARS) -> Iterator[str]:
     yield text[start:]
 
 
+def heldout_figure(tok, texts: list[str], lang: str) -> dict:
+    """chars_per_token on the held-out texts of `lang`, with a warning when they are too few to trust."""
+    figure = chars_per_token(tok, texts)
+    if figure["documents"] < HELDOUT_SMALL[0] or figure["chars"] < HELDOUT_SMALL[1]:
+        figure["warning"] = (f"warning: tokenizer held-out {lang}: {figure['documents']} documents, "
+                             f"{figure['chars']} characters; characters per token on so little text is rough "
+                             f"(wanted {HELDOUT_SMALL[0]} documents and {HELDOUT_SMALL[1]} characters)")
+    return figure
+
+
 def sample_budgets(sample_bytes: int, weights: list[float]) -> list[int]:
     """Bytes each corpus gives the tokenizer: `sample_bytes` for the heaviest, in proportion for the rest."""
     top = max(weights)
@@ -186,6 +197,6 @@ def train_bpe(corpora: list[list[str]], out: str | Path, vocab_size: int, min_fr
         raise WikiGPTError(f"no text to train the tokenizer on (presplit shards: {sum(map(len, corpora))})")
     with atomic_path(out) as tmp:
         tok.save(str(tmp))
-    measured = {lang: chars_per_token(tok, texts) for lang, texts in sorted(heldout.items()) if texts}
+    measured = {lang: heldout_figure(tok, texts, lang) for lang, texts in sorted(heldout.items()) if texts}
     return {"vocab_size": tok.get_vocab_size(), "eod_id": tok.token_to_id(EOD), **seen,
             "sample": per_corpus, "heldout": measured}

@@ -18,6 +18,7 @@ def main() -> None:
         lang=snakemake.params.lang,
         t2s=snakemake.params.t2s,
         **snakemake.params.get("limits", {}),
+        clean=snakemake.params.clean_wikitext,
     )
     with open(snakemake.log[0], "a", encoding="utf-8") as log:
         log.write(json.dumps(stats) + "\n")

@@ -4,6 +4,7 @@ import json
 import os
 
 from gpt2core.data.shards import tokenize_shard
+from gpt2core.data.split_plan import read_moved
 from gpt2core.errors import run_cli
 
 
@@ -18,6 +19,7 @@ def main() -> None:
             dtype=snakemake.params.dtype,
             threads=snakemake.threads,
             log=log,
+            moved=read_moved(snakemake.input.plan),
         )
         log.write(json.dumps(stats) + "\n")
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 from gpt2core.errors import run_cli
 
@@ -31,6 +32,9 @@ def main() -> None:
         for lang, m in info.get("heldout", {}).items():
             log.write(f"held-out {lang}: {m['chars_per_token']} characters per token "
                       f"({m['documents']} documents, {m['chars']} characters)\n")
+            if m.get("warning"):
+                log.write(m["warning"] + "\n")
+                print(m["warning"], file=sys.stderr)
 
 
 run_cli(main, snakemake.log[0])

@@ -214,9 +214,10 @@ def all_targets():
 
 
 # A Snakemake killed with SIGKILL leaves its lock behind; a plain rerun removes it only when the Snakemake
-# that took it is provably dead on this host (gpt2core.integrity), so a live run on the same directory is
-# still refused.
-from gpt2core.integrity import clear_stale_locks, record_lock_owner
+# that took it is provably dead on this host (workflow/lib/snakemake_locks.py), so a live run on the same
+# directory is still refused.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
+from snakemake_locks import clear_stale_locks, record_lock_owner
 from gpt2core.training import retrain
 
 clear_stale_locks(".snakemake", warn=lambda message: print(message, file=sys.stderr), runs=[CHECKPOINTS])

@@ -39,11 +39,11 @@ from tqdm import tqdm
 
 from gpt2core import dist_checkpoint as dckpt
 from gpt2core import integrity
-from gpt2core.blend import blend_data
 from gpt2core.config_checks import check_model
+from gpt2core.data.blend import blend_data
+from gpt2core.data.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
-from gpt2core.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     check_parallel_config,

@@ -1,6 +1,6 @@
 """Any trained layout -> one full GPT-2 (SPEC "Model-parallel layout"): what `rule merge` runs.
 
-A tp=1 checkpoint is already full (gpt2core.training.checkpoint). A sharded (DCP) checkpoint is read
+A tp=1 checkpoint is already full (gpt2core.training.checkpoint.plain). A sharded (DCP) checkpoint is read
 whole, offline, in one process; then its tensor-parallel layout is undone:
 - token embedding: DCP already concatenated the vocabulary rows; the padding for tp is trimmed back to
   the tp=1 padded size (gpt2core.vocab), which export_hf trims again to the real vocabulary;
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from gpt2core.dist_checkpoint import is_sharded, load_full_model_state
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import sha256_file
 from gpt2core.hf import export_hf
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.parallel import qkv_from_tp_layout
-from gpt2core.training.checkpoint import config_from_meta, full_state_dict, read_meta
+from gpt2core.training.checkpoint.plain import config_from_meta, full_state_dict, read_meta
+from gpt2core.training.checkpoint.sharded import is_sharded, load_full_model_state
 from gpt2core.vocab import padded_vocab_size
 
 

@@ -37,8 +37,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gpt2core import dist_checkpoint as dckpt
-from gpt2core import integrity
 from gpt2core.config_checks import check_model
 from gpt2core.data.blend import blend_data
 from gpt2core.data.loader import _DTYPES, Batch, BatchSource, load_manifest
@@ -57,8 +55,10 @@ from gpt2core.parallel import (
 )
 from gpt2core.parallel import global_grad_norm as mesh_grad_norm
 from gpt2core.parallel_config import resolve_layout
-from gpt2core.training import checkpoint as ckpt
 from gpt2core.training import retrain, shard_check
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint import plain as ckpt
+from gpt2core.training.checkpoint import sharded as dckpt
 from gpt2core.training.distributed import (
     DistEnv,
     all_reduce_sum,

@@ -133,7 +133,7 @@ def test_every_tp_starts_from_the_tp1_init() -> None:
 def test_resharding_reads_in_groups_bounded_by_bytes() -> None:
     """Resharding reads full tensors a group at a time (each rank forms the same groups, sorted by key):
     no group passes the budget unless a single tensor does, and every key is read exactly once."""
-    from gpt2core.dist_checkpoint import read_groups
+    from gpt2core.training.checkpoint.sharded import read_groups
 
     sizes = {f"k{i:02d}": s for i, s in enumerate([10, 60, 30, 100, 250, 5, 95, 1, 40])}
     groups = read_groups(sizes, budget=100)

@@ -15,8 +15,8 @@ from test_train_helpers import tiny_sections, write_manifest
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.train import RunPaths, Trainer
-from gpt2core.training import checkpoint as ckpt
 from gpt2core.training import retrain
+from gpt2core.training.checkpoint import plain as ckpt
 from gpt2core.training.flops import flops_per_token
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import read_metrics

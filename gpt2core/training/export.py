@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import sha256_file
 from gpt2core.hf import export_hf
 from gpt2core.merge import merged_model
-from gpt2core.training.checkpoint import read_meta
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint.plain import read_meta
 
 
 def final_checkpoint(done_json: str | Path) -> Path:

@@ -19,12 +19,12 @@ import snakemake_locks
 import torch
 from test_train_helpers import tiny_sections, write_manifest
 
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import process_start_time
 from gpt2core.hf import load_hf
 from gpt2core.train import RunPaths, Trainer
-from gpt2core.training import checkpoint as ckpt
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint import plain as ckpt
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:
@@ -39,7 +39,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-# ---- gpt2core.integrity on a plain directory --------------------------------------------------------------
+# ---- gpt2core.training.checkpoint.integrity on a plain directory --------------------------------------------------------------
 @pytest.fixture
 def stepdir(tmp_path: Path) -> Path:
     d = tmp_path / "step_0000010"

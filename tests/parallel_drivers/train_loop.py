@@ -18,8 +18,6 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from gpt2core import dist_checkpoint
-from gpt2core.dist_checkpoint import load_sharded, save_sharded
 from gpt2core.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
@@ -34,7 +32,9 @@ from gpt2core.parallel import (
     parallelize,
     tp_context,
 )
-from gpt2core.training.checkpoint import latest_checkpoint
+from gpt2core.training.checkpoint import sharded as dist_checkpoint
+from gpt2core.training.checkpoint.plain import latest_checkpoint
+from gpt2core.training.checkpoint.sharded import load_sharded, save_sharded
 from gpt2core.training.distributed import any_rank
 
 VOCAB = 1100  # padded 1152 at tp=1, 1280 at tp=2 and tp=4: the merge has padding to trim

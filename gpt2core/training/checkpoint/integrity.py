@@ -94,7 +94,7 @@ def newest_intact(candidates: Iterable[str | Path], warn: Callable[[str], None])
 # torch.distributed.checkpoint reads a sharded checkpoint's `.metadata` with plain pickle.load, which runs
 # any code the file names. `load_dcp_metadata` unpickles it with only the classes DCP itself writes there
 # (found by recording what a real save names), so a hostile file is refused unread; every DCP read of ours
-# goes through gpt2core.training.dcp_read, whose reader uses it instead of pickle.load.
+# goes through gpt2core.training.checkpoint.dcp_read, whose reader uses it instead of pickle.load.
 _DCP_ALLOWED = {
     "torch.distributed.checkpoint.metadata": None,  # None: any class defined in the module
     "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},

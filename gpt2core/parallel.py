@@ -4,7 +4,7 @@ outside the model (torchtitan's pattern): the model file knows nothing about it.
 Layout on a 2-D DeviceMesh ("dp", "tp"):
 - attention c_attn and mlp.c_fc: ColwiseParallel (output dim sharded); c_proj: RowwiseParallel.
   q, k, v are stacked in c_attn, so before sharding its rows are regrouped so that tp rank r holds
-  [Q_r; K_r; V_r] (Megatron's layout, SPEC merge table); gpt2core.merge undoes it.
+  [Q_r; K_r; V_r] (Megatron's layout, SPEC merge table); gpt2core.export.merge undoes it.
 - wte: vocabulary-parallel embedding (RowwiseParallel on nn.Embedding shards rows = vocabulary);
   lm_head: ColwiseParallel with its output left sharded on the vocabulary for `loss_parallel`.
   Both weights are row-sharded [vocab, hidden] DTensors: they are re-tied after sharding.

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.hf import PADDED_KEY, export_hf, load_hf
-from gpt2core.merge import merged_checkpoint
+from gpt2core.export.hf import PADDED_KEY, export_hf, load_hf
+from gpt2core.export.merge import merged_checkpoint
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.training.checkpoint import plain as ckpt
 from gpt2core.training.checkpoint import sharded as dckpt

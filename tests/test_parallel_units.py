@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.merge import merge_tp_state
+from gpt2core.export.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.parallel import (
     ParallelPlan,

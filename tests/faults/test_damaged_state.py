@@ -20,8 +20,8 @@ import torch
 from test_train_helpers import tiny_sections, write_manifest
 
 from gpt2core.errors import WikiGPTError
+from gpt2core.export.hf import load_hf
 from gpt2core.fsutil import process_start_time
-from gpt2core.hf import load_hf
 from gpt2core.train import RunPaths, Trainer
 from gpt2core.training.checkpoint import integrity
 from gpt2core.training.checkpoint import plain as ckpt
@@ -151,7 +151,7 @@ def test_checkpoints_carry_checksums(tmp_path: Path) -> None:
 # ---- a damaged results/model/ -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gpt2core.hf import export_hf
+    from gpt2core.export.hf import export_hf
     from gpt2core.model import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -314,7 +314,7 @@ def test_proposed_workflow_hook_clears_a_sigkilled_lock_and_keeps_a_live_one(tmp
 def exported_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from gpt2core.hf import export_hf
+    from gpt2core.export.hf import export_hf
     from gpt2core.model import GPT, GPTConfig
 
     base = tmp_path_factory.mktemp("model_tok")

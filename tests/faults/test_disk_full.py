@@ -99,7 +99,7 @@ def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys,
 
 
 def test_merge_to_a_full_disk_names_the_model_folder(small_disk: Path, capsys) -> None:
-    from gpt2core.hf import export_hf
+    from gpt2core.export.hf import export_hf
 
     model, _ = _tiny_model()
     out = small_disk / "model"

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from gpt2core.merge import merge_tp_state
+from gpt2core.export.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     ParallelPlan,

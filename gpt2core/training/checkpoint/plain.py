@@ -151,7 +151,7 @@ def full_state_dict(ckpt: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     if int(meta.get("tp", 1)) != 1:
-        raise WikiGPTError(f"{ckpt}: tensor-parallel checkpoint (tp={meta['tp']}) needs gpt2core.merge")
+        raise WikiGPTError(f"{ckpt}: tensor-parallel checkpoint (tp={meta['tp']}) needs gpt2core.export.merge")
     cfg = config_from_meta(ckpt, meta)
     sd = _load_tensors(ckpt / "model.safetensors")
     sd["lm_head.weight"] = sd["wte.weight"]

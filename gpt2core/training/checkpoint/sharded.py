@@ -256,7 +256,7 @@ def _load_rng(ckpt: Path) -> None:
 
 def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Offline, one process, no process group: (meta, the full model tensors as saved), i.e. in the
-    tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.merge undoes that."""
+    tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.export.merge undoes that."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     check_complete(ckpt, meta)

@@ -43,18 +43,8 @@ from gpt2core.data.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
 from gpt2core.model import GPT, GPTConfig, lm_loss
-from gpt2core.parallel import (
-    check_parallel_config,
-    check_seq_len,
-    clip_grads_,
-    dp_rank_and_size,
-    finish_grads_,
-    init_model,
-    local_loss,
-    tp_context,
-)
-from gpt2core.parallel import global_grad_norm as mesh_grad_norm
-from gpt2core.parallel_config import resolve_layout
+from gpt2core.parallel import dp_rank_and_size, init_model, local_loss, tp_context
+from gpt2core.parallel_config import check_parallel_config, check_seq_len, resolve_layout
 from gpt2core.training import retrain, shard_check
 from gpt2core.training.checkpoint import integrity
 from gpt2core.training.checkpoint import plain as ckpt
@@ -69,7 +59,14 @@ from gpt2core.training.distributed import (
     shutdown,
 )
 from gpt2core.training.flops import flops_per_token, peak_flops
-from gpt2core.training.grads import fused_grad_scale, global_grad_norm, unscale_and_clip_
+from gpt2core.training.grads import (
+    finish_grads_,
+    fused_grad_scale,
+    global_grad_norm,
+    mesh_grad_norm,
+    mesh_unscale_and_clip_,
+    unscale_and_clip_,
+)
 from gpt2core.training.lever_config import check_levers
 from gpt2core.training.levers import apply_model_levers
 from gpt2core.training.liger_loss import LigerLoss
@@ -465,7 +462,7 @@ class Trainer:
             elif self.mesh is None:
                 unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
             else:
-                clip_grads_(params, norm * scale, tc["grad_clip"], 1.0 / scale)
+                mesh_unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         launched.t_launched = time.perf_counter()

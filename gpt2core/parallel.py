@@ -41,9 +41,9 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
+from gpt2core.config import ParallelPlan
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig
-from gpt2core.parallel_config import ParallelPlan
 from gpt2core.vocab import padded_vocab_size
 
 MESH_DIMS = ("dp", "tp")

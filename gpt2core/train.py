@@ -37,14 +37,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gpt2core.config_checks import check_model
+from gpt2core.config import check_model, check_training, resolve_layout
 from gpt2core.data.blend import blend_data
 from gpt2core.data.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import dp_rank_and_size, init_model, local_loss, tp_context
-from gpt2core.parallel_config import check_parallel_config, check_seq_len, resolve_layout
 from gpt2core.training import retrain, shard_check
 from gpt2core.training.checkpoint import integrity
 from gpt2core.training.checkpoint import plain as ckpt
@@ -67,7 +66,6 @@ from gpt2core.training.grads import (
     mesh_unscale_and_clip_,
     unscale_and_clip_,
 )
-from gpt2core.training.lever_config import check_levers
 from gpt2core.training.levers import apply_model_levers
 from gpt2core.training.liger_loss import LigerLoss
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
@@ -243,8 +241,7 @@ class Trainer:
         self.manifest = load_manifest(paths.manifest)
         self._verify_shards()
         tok = self.manifest["tokenizer"]
-        self.plan = check_parallel_config(model_cfg, train_cfg, int(tok["vocab_size"]))
-        check_seq_len(int(model_cfg["seq_len"]), self.plan)
+        self.plan = check_training(model_cfg, train_cfg, int(tok["vocab_size"]), self.device.type)
         self.tp = self.plan.tp > 1
         self.cfg = model_config(model_cfg, int(tok["vocab_size"]), tp=self.plan.tp)
         self.seq_len = int(model_cfg["seq_len"])
@@ -254,7 +251,6 @@ class Trainer:
                           "manifest_sha256": sha256_file(paths.manifest),
                           "padded_vocab_size": self.cfg.padded_vocab_size, "tp": self.plan.tp,
                           "dp": self.plan.dp}
-        check_levers(train_cfg, self.device.type)
         self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
         apply_model_levers(self.raw_model, train_cfg, self.device)
         model, self.mesh = apply_parallelism(self.raw_model, self.env, train_cfg)

@@ -48,18 +48,19 @@ validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 
 def check_before_any_job(check, *args):
-    """A gpt2core.config_checks rule, turned into the workflow's one-line stop."""
+    """A gpt2core.config rule, turned into the workflow's one-line stop; returns what the rule returns."""
     from gpt2core.errors import WikiGPTError
 
     try:
-        check(*args)
+        return check(*args)
     except WikiGPTError as exc:
         fail(str(exc))
 
 
-from gpt2core.config_checks import check_cross_keys, check_local_source
+from gpt2core.config import check_config, check_local_source, resolve_layout
 
-check_before_any_job(check_cross_keys, config)
+check_before_any_job(check_config, config)  # every rule between keys (layout and speed levers included)
+config["train"] = check_before_any_job(resolve_layout, config["train"])  # train: {tp: 2} alone means 2 processes
 
 
 DATA = "data"

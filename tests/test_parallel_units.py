@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gpt2core.config import check_parallel_config, check_seq_len, resolve_layout
 from gpt2core.errors import WikiGPTError
 from gpt2core.export.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.parallel import ParallelPlan, qkv_from_tp_layout, qkv_to_tp_layout
-from gpt2core.parallel_config import check_parallel_config, check_seq_len, resolve_layout
 
 MODEL = {"n_head": 16, "n_embd": 1024, "vocab_multiple": 128, "seq_len": 1024}
 

@@ -253,7 +253,7 @@ class Trainer:
                           "dp": self.plan.dp}
         self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
         apply_model_levers(self.raw_model, train_cfg, self.device)
-        model, self.mesh = apply_parallelism(self.raw_model, self.env, train_cfg)
+        model, self.mesh = apply_parallelism(self.raw_model, self.env, self.plan)
         self.dp_rank, self.dp_size = dp_rank_and_size(self.mesh)
         self.optimizer = build_optimizer(self.raw_model, train_cfg["lr"], train_cfg["weight_decay"],
                                          (train_cfg["beta1"], train_cfg["beta2"]), train_cfg["eps"],

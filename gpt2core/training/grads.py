@@ -42,7 +42,7 @@ def grad_multiplier(norm: torch.Tensor, inv_scale: float, max_norm: float) -> to
 def unscale_and_clip_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, inv_scale: float,
                       max_norm: float) -> None:
     """Multiply gradients by grad_multiplier in one pass (a fused optimizer can take it as its grad_scale
-    instead and save the pass: gpt2core.train)."""
+    instead and save the pass: gpt2core.training.trainer)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return

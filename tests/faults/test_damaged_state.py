@@ -22,9 +22,9 @@ from test_train_helpers import tiny_sections, write_manifest
 from gpt2core.errors import WikiGPTError
 from gpt2core.export.hf import load_hf
 from gpt2core.fsutil import process_start_time
-from gpt2core.train import RunPaths, Trainer
 from gpt2core.training.checkpoint import integrity
 from gpt2core.training.checkpoint import plain as ckpt
+from gpt2core.training.trainer import RunPaths, Trainer
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:

@@ -218,6 +218,7 @@ def all_targets():
 # that took it is provably dead on this host (workflow/lib/snakemake_locks.py), so a live run on the same
 # directory is still refused.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
+from snakemake_force import train_forced
 from snakemake_locks import clear_stale_locks, record_lock_owner
 from gpt2core.training import retrain
 
@@ -229,6 +230,6 @@ onstart:
     # Tell the trainer whether this invocation forces train (-R train, -F, -f on its outputs): only then is
     # a finished run with the same config trained again (gpt2core/training/retrain.py). Not in a dry run.
     _dag = workflow.dag_settings
-    retrain.set_request(CHECKPOINTS, retrain.train_forced(
+    retrain.set_request(CHECKPOINTS, train_forced(
         "train", [f"{RESULTS}/train/done.json", f"{RESULTS}/train/metrics.jsonl"], forceall=_dag.forceall,
         forcerun=_dag.forcerun, forcetargets=_dag.forcetargets, targets=_dag.targets))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from gpt2core.eval.runtime import read_text  # noqa: E402
 from gpt2core.eval.scoring import forward_logits_at, gpt_logits_at  # noqa: E402
 from gpt2core.eval.wikitext import prepare_tokens, score_tokens  # noqa: E402
-from gpt2core.hf import export_hf, load_hf  # noqa: E402
+from gpt2core.export.hf import export_hf, load_hf  # noqa: E402
 from gpt2core.model import GPT, GPTConfig  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""GPU training throughput of the real trainer (`gpt2core.train.Trainer.iterations`, as `rule train` runs it) for
+"""GPU training throughput of the real trainer (`gpt2core.training.trainer.Trainer.iterations`, as `rule train` runs it) for
 GPT-2 small, with MFU against the device's dense 16-bit peak (gpt2core.training.flops), plus a plain
 nanoGPT-style loop on the same model as the anchor for "the parallel-capable trainer costs nothing at tp=1".
 
@@ -44,9 +44,10 @@ import torch
 import yaml
 
 from gpt2core.model import GPT
-from gpt2core.train import CausalLMLoss, RunPaths, Trainer, compile_options, model_config
 from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.optimizer import param_groups
+from gpt2core.training.step import CausalLMLoss, compile_options
+from gpt2core.training.trainer import RunPaths, Trainer, model_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -21,8 +21,8 @@ import time
 import torch
 
 from gpt2core.model import GPT, GPTConfig
-from gpt2core.train import CausalLMLoss
 from gpt2core.training.optimizer import param_groups
+from gpt2core.training.step import CausalLMLoss
 
 
 def measure(args: argparse.Namespace, loss_chunk: int) -> dict:

@@ -53,7 +53,8 @@ def step_times(args: argparse.Namespace, tp: int, dp: int) -> list[float]:
         wrapped, mesh = parallelize(model, ParallelPlan(dp=dp, tp=tp), "cpu")
     else:
         wrapped = model
-    from gpt2core.parallel import clip_grads_, finish_grads_, global_grad_norm, tp_context
+    from gpt2core.parallel import tp_context
+    from gpt2core.training.grads import finish_grads_, mesh_grad_norm, mesh_unscale_and_clip_
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
     local = args.batch // dp
@@ -67,7 +68,7 @@ def step_times(args: argparse.Namespace, tp: int, dp: int) -> list[float]:
             loss.backward()
         params = [p for p in model.parameters() if p.grad is not None]
         finish_grads_(params)
-        clip_grads_(params, global_grad_norm(params, mesh), 1.0)
+        mesh_unscale_and_clip_(params, mesh_grad_norm(params, mesh), 1.0, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if i >= args.warmup:

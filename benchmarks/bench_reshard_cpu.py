@@ -1,7 +1,7 @@
 """Host memory of resuming a tensor-parallel checkpoint under another tp (resharding), on CPU with gloo.
 
 A GPT-2 small (124M) run at tp=2 takes one AdamW step and saves a sharded checkpoint; a tp=1 process then
-resumes it twice: reading the full saved tensors in bounded groups (gpt2core.dist_checkpoint.READ_GROUP_BYTES,
+resumes it twice: reading the full saved tensors in bounded groups (gpt2core.training.checkpoint.sharded.READ_GROUP_BYTES,
 what the trainer does) and, as the anchor, in one group (the whole model and optimizer at once, as before).
 Prints each resume's peak RSS and the ratio.
 
@@ -52,9 +52,9 @@ def save(args: argparse.Namespace, root: Path) -> None:
     """tp=2: one training step (so AdamW has its moments), then a sharded checkpoint."""
     import torch.distributed as dist
 
-    from gpt2core.dist_checkpoint import save_sharded
     from gpt2core.model import lm_loss
     from gpt2core.parallel import tp_context
+    from gpt2core.training.checkpoint.sharded import save_sharded
 
     cfg, raw, model, opt = model_and_optimizer(args, 2)
     tokens = torch.randint(0, args.vocab, (1, 65), generator=torch.Generator().manual_seed(0))
@@ -69,8 +69,8 @@ def resume(args: argparse.Namespace, root: Path, group_bytes: int, out: Path) ->
     """tp=1: resume the tp=2 checkpoint, reading `group_bytes` of full tensors at a time; write peak RSS."""
     import torch.distributed as dist
 
-    from gpt2core import dist_checkpoint
-    from gpt2core.training.checkpoint import latest_checkpoint
+    from gpt2core.training.checkpoint import sharded as dist_checkpoint
+    from gpt2core.training.checkpoint.plain import latest_checkpoint
 
     cfg, raw, _, opt = model_and_optimizer(args, 1)
     dist_checkpoint.READ_GROUP_BYTES = group_bytes
@@ -96,7 +96,7 @@ def main() -> None:
         else:
             resume(args, Path(root), int(rest[0]), Path(rest[1]))
         return
-    from gpt2core.dist_checkpoint import READ_GROUP_BYTES
+    from gpt2core.training.checkpoint.sharded import READ_GROUP_BYTES
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ckpt"

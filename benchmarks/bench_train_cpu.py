@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from gpt2core.hf import export_hf
-from gpt2core.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
+from gpt2core.data.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
+from gpt2core.export.hf import export_hf
 from gpt2core.model import GPT, lm_loss
-from gpt2core.training.checkpoint import full_state_dict, latest_checkpoint
+from gpt2core.training.checkpoint.plain import full_state_dict, latest_checkpoint
 from gpt2core.training.grads import global_grad_norm, unscale_and_clip_
 from gpt2core.training.optimizer import build_optimizer
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from gpt2core.train import RunPaths, Trainer, evaluate
+from gpt2core.training.step import evaluate
+from gpt2core.training.trainer import RunPaths, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

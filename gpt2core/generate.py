@@ -1,4 +1,4 @@
-"""Text generation from the exported model (results/model/, read through gpt2core.hf.load_hf like
+"""Text generation from the exported model (results/model/, read through gpt2core.export.hf.load_hf like
 evaluation, so the padded vocabulary comes from the export): KV cache, temperature, top-k, then top-p
 (the reference's order), greedy, a seed, stop at EOD, prompts of different lengths batched together,
 and an interactive mode on a terminal.
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from gpt2core.errors import WikiGPTError, run_cli
+from gpt2core.export.hf import TOKENIZER_NAME, eod_id_from_tokenizer, load_hf
 from gpt2core.fsutil import atomic_path
-from gpt2core.hf import TOKENIZER_NAME, eod_id_from_tokenizer, load_hf
 from gpt2core.model import GPT, KVCache
 
 

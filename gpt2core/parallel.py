@@ -4,7 +4,7 @@ outside the model (torchtitan's pattern): the model file knows nothing about it.
 Layout on a 2-D DeviceMesh ("dp", "tp"):
 - attention c_attn and mlp.c_fc: ColwiseParallel (output dim sharded); c_proj: RowwiseParallel.
   q, k, v are stacked in c_attn, so before sharding its rows are regrouped so that tp rank r holds
-  [Q_r; K_r; V_r] (Megatron's layout, SPEC merge table); gpt2core.merge undoes it.
+  [Q_r; K_r; V_r] (Megatron's layout, SPEC merge table); gpt2core.export.merge undoes it.
 - wte: vocabulary-parallel embedding (RowwiseParallel on nn.Embedding shards rows = vocabulary);
   lm_head: ColwiseParallel with its output left sharded on the vocabulary for `loss_parallel`.
   Both weights are row-sharded [vocab, hidden] DTensors: they are re-tied after sharding.
@@ -14,17 +14,16 @@ Layout on a 2-D DeviceMesh ("dp", "tp"):
 - data parallelism: FSDP2 (`fully_shard`) over the dp dimension (composes with the tp DTensors;
   gradients reduce-scattered and averaged over dp ranks only).
 
-Pitfalls handled here (torch 2.13 CPU): the tie coming apart (re-tied), clip_grad_norm_ on a DTensor/plain
-mix (our own global norm reduces each gradient over the mesh dims it is sharded on), Partial gradients of
-replicated parameters under sequence parallelism (finish_grads_). Every rank agreeing on an fp16 overflow
-follows from that global norm being identical on all ranks, and is enforced by
-gpt2core.training.distributed.any_rank.
+Pitfalls handled here (torch 2.13 CPU): the tie coming apart (re-tied). The gradients of the sharded model
+(a DTensor/plain mix, Partial gradients under sequence parallelism) are gpt2core.training.grads's: its mesh
+norm reduces each gradient over the mesh dims it is sharded on, identical on all ranks, so every rank agrees
+on an fp16 overflow (enforced by gpt2core.training.distributed.any_rank).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import torch
@@ -42,11 +41,9 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
+from gpt2core.config import ParallelPlan
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig
-from gpt2core.parallel_config import ParallelPlan
-from gpt2core.parallel_config import check_parallel_config as check_parallel_config  # re-exported
-from gpt2core.parallel_config import check_seq_len as check_seq_len  # re-exported
 from gpt2core.vocab import padded_vocab_size
 
 MESH_DIMS = ("dp", "tp")
@@ -198,76 +195,3 @@ def parallelize(model: nn.Module, plan: ParallelPlan, device_type: str) -> tuple
         apply_tensor_parallel(model, mesh["tp"], plan.sequence_parallel)
     wrapped = apply_data_parallel(model, mesh["dp"]) if plan.dp > 1 else model
     return wrapped, mesh
-
-
-# ---- gradients: completion, global norm, clipping ------------------------------------------------------
-def finish_grads_(params: Iterable[torch.nn.Parameter]) -> None:
-    """After backward: gradients that DTensor left Partial (replicated LayerNorm parameters under sequence
-    parallelism see only their sequence shard) are summed over the group into the parameter's placement,
-    so the optimizer's local update and the norm read the full gradient."""
-    for p in params:
-        g = p.grad
-        if isinstance(g, DTensor) and isinstance(p, DTensor) and tuple(g.placements) != tuple(p.placements):
-            p.grad = g.redistribute(p.device_mesh, p.placements)
-
-
-def global_grad_norm(params: Iterable[torch.nn.Parameter], mesh: DeviceMesh | None = None) -> torch.Tensor:
-    """L2 norm over all gradients of the whole (sharded) model, in fp32, the same on every rank.
-
-    Each gradient's squared norm is summed over the mesh dimensions it is sharded on and counted once
-    over those it is replicated on; plain gradients count as replicated everywhere."""
-    sums: dict[tuple[int, ...], torch.Tensor] = {}
-    device = None
-    for p in params:
-        g = p.grad
-        if g is None:
-            continue
-        if isinstance(g, DTensor):
-            key = _sharded_mesh_dims(g, mesh)
-            g = g.to_local()
-        else:
-            key = ()
-        device = g.device
-        sq = g.detach().float().square().sum()
-        sums[key] = sums.get(key, torch.zeros((), device=device)) + sq
-    if device is None:
-        return torch.zeros(())
-    total = sums.pop((), torch.zeros((), device=device))
-    if mesh is not None and dist.is_initialized():
-        ndim = mesh.ndim
-        for key in _all_keys(ndim):  # every rank issues the same collectives in the same order
-            t = sums.get(key, torch.zeros((), device=device)).clone()
-            for dim in key:
-                dist.all_reduce(t, op=dist.ReduceOp.SUM, group=mesh.get_group(dim))
-            total = total + t
-    else:
-        for t in sums.values():
-            total = total + t
-    return total.sqrt()
-
-
-def _sharded_mesh_dims(g: DTensor, mesh: DeviceMesh | None) -> tuple[int, ...]:
-    """Indices into `mesh` of the dims `g` is sharded on (its own mesh may be a named sub-mesh)."""
-    dims = [i for i, pl in enumerate(g.placements) if not (pl.is_replicate() or pl.is_partial())]  # Shard, _StridedShard
-    names = g.device_mesh.mesh_dim_names
-    if mesh is None or not names or not mesh.mesh_dim_names:
-        return tuple(dims)
-    return tuple(sorted(mesh.mesh_dim_names.index(names[i]) for i in dims))
-
-
-def _all_keys(ndim: int) -> list[tuple[int, ...]]:
-    keys = [()]
-    for d in range(ndim):
-        keys += [k + (d,) for k in keys]
-    return sorted((k for k in keys if k), key=lambda k: (len(k), k))
-
-
-def clip_grads_(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, max_norm: float,
-                inv_scale: float = 1.0) -> None:
-    """Unscale (fp16) and clip in one multiply on the local shards, with the global norm from above."""
-    grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params if p.grad is not None]
-    coef = inv_scale
-    if max_norm > 0:
-        coef *= float(torch.clamp(max_norm / (norm * inv_scale + 1e-6), max=1.0))
-    if coef != 1.0 and grads:
-        torch._foreach_mul_(grads, coef)

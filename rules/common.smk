@@ -48,18 +48,19 @@ validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 
 def check_before_any_job(check, *args):
-    """A gpt2core.config_checks rule, turned into the workflow's one-line stop."""
+    """A gpt2core.config rule, turned into the workflow's one-line stop; returns what the rule returns."""
     from gpt2core.errors import WikiGPTError
 
     try:
-        check(*args)
+        return check(*args)
     except WikiGPTError as exc:
         fail(str(exc))
 
 
-from gpt2core.config_checks import check_cross_keys, check_local_source
+from gpt2core.config import check_config, check_local_source, resolve_layout
 
-check_before_any_job(check_cross_keys, config)
+check_before_any_job(check_config, config)  # every rule between keys (layout and speed levers included)
+config["train"] = check_before_any_job(resolve_layout, config["train"])  # train: {tp: 2} alone means 2 processes
 
 
 DATA = "data"
@@ -214,9 +215,11 @@ def all_targets():
 
 
 # A Snakemake killed with SIGKILL leaves its lock behind; a plain rerun removes it only when the Snakemake
-# that took it is provably dead on this host (gpt2core.integrity), so a live run on the same directory is
-# still refused.
-from gpt2core.integrity import clear_stale_locks, record_lock_owner
+# that took it is provably dead on this host (workflow/lib/snakemake_locks.py), so a live run on the same
+# directory is still refused.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
+from snakemake_force import train_forced
+from snakemake_locks import clear_stale_locks, record_lock_owner
 from gpt2core.training import retrain
 
 clear_stale_locks(".snakemake", warn=lambda message: print(message, file=sys.stderr), runs=[CHECKPOINTS])
@@ -227,6 +230,6 @@ onstart:
     # Tell the trainer whether this invocation forces train (-R train, -F, -f on its outputs): only then is
     # a finished run with the same config trained again (gpt2core/training/retrain.py). Not in a dry run.
     _dag = workflow.dag_settings
-    retrain.set_request(CHECKPOINTS, retrain.train_forced(
+    retrain.set_request(CHECKPOINTS, train_forced(
         "train", [f"{RESULTS}/train/done.json", f"{RESULTS}/train/metrics.jsonl"], forceall=_dag.forceall,
         forcerun=_dag.forcerun, forcetargets=_dag.forcetargets, targets=_dag.targets))

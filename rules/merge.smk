@@ -10,8 +10,6 @@ rule merge:
         config=f"{RESULTS}/model/config.json",
         weights=f"{RESULTS}/model/model.safetensors",
         tokenizer=f"{RESULTS}/model/tokenizer.json",
-    params:
-        tp=config["train"]["tp"],
     threads: 1
     conda:
         CONDA_ENV

@@ -2,21 +2,10 @@
 # and the metrics; step checkpoints live under CHECKPOINTS (not an output, so Snakemake never deletes them):
 # a killed run resumes from the newest one when the workflow is rerun; a finished run is kept (outputs
 # rewritten) when train reruns with the same config, and `--forcerun train` or a change that can alter the
-# weights trains again from step 0 (see gpt2core/train.py, gpt2core/training/retrain.py).
+# weights trains again from step 0 (see gpt2core/training/trainer.py, gpt2core/training/retrain.py).
+# The layout (config["train"] with dp and nproc_per_node resolved) and its checks are rules/common.smk's.
 import json
 import shlex
-
-from gpt2core.errors import WikiGPTError
-from gpt2core.parallel_config import check_parallel_config, check_seq_len, resolve_layout
-from gpt2core.training.lever_config import check_levers
-
-try:  # tensor/data-parallel layout and speed-lever errors stop the workflow before anything is launched
-    config["train"] = resolve_layout(config["train"])  # train: {tp: 2} alone means 2 processes
-    check_seq_len(config["model"]["seq_len"], check_parallel_config(config["model"], config["train"]))
-    check_levers(config["train"])
-except WikiGPTError as _exc:
-    print(f"error: {_exc}", file=sys.stderr)
-    sys.exit(1)
 
 
 # torchrun from PATH (a conda env or an activated venv), else this Python's own torch.distributed.run, so

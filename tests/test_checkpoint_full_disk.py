@@ -18,9 +18,10 @@ DRIVER = r'''
 import errno, json, os, sys, warnings
 from pathlib import Path
 import torch
-from gpt2core import dist_checkpoint as dckpt, integrity
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint import sharded as dckpt
 from gpt2core.model import GPT, GPTConfig
-from gpt2core.training import checkpoint as ckpt
+from gpt2core.training.checkpoint import plain as ckpt
 
 disk, layout = Path(sys.argv[1]), sys.argv[2]
 warnings.simplefilter("ignore")

@@ -76,7 +76,7 @@ def test_gpt2_encoder_too_large_for_uint16_fails_before_any_job(tmp_path: Path) 
 
 @pytest.mark.parametrize("setting", [False, True, "default", "max-autotune", "reduce-overhead"])
 def test_train_compile_takes_a_flag_or_a_torch_compile_mode(setting: bool | str) -> None:
-    from gpt2core.train import compile_options
+    from gpt2core.training.step import compile_options
 
     config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
     config["train"]["compile"] = setting

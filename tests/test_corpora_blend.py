@@ -1,4 +1,4 @@
-"""Training on a blend of corpora (gpt2core.blend): proportions by weight, exact resume, a valid loss per
+"""Training on a blend of corpora (gpt2core.data.blend): proportions by weight, exact resume, a valid loss per
 corpus. Each corpus's tokens lie in its own id range, so a window tells which corpus it came from."""
 
 from __future__ import annotations
@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2core.blend import blend_data, corpora, model_valid_loss, per_corpus_loss, train_blend, valid_sources
+from gpt2core.data.blend import (
+    blend_data,
+    corpora,
+    model_valid_loss,
+    per_corpus_loss,
+    train_blend,
+    valid_sources,
+)
+from gpt2core.data.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
 from gpt2core.errors import WikiGPTError
-from gpt2core.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
 from gpt2core.model import GPT, GPTConfig
 
 EOD = 999

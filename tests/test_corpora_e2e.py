@@ -17,10 +17,10 @@ import pytest
 import yaml
 from conftest import SAMPLE, run_snakemake, shared_file, tiny_config, write_config
 
-from gpt2core.blend import train_blend
 from gpt2core.data import load_encoder
+from gpt2core.data.blend import train_blend
+from gpt2core.data.loader import load_manifest
 from gpt2core.data.tokenizer import build_gpt2, chars_per_token, is_heldout
-from gpt2core.loader import load_manifest
 
 pytestmark = pytest.mark.e2e
 MANIFEST = "results/data/manifest.json"

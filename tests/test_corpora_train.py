@@ -9,8 +9,8 @@ import torch
 from test_corpora_blend import write_blend_manifest
 from test_train_helpers import tiny_sections
 
-from gpt2core.train import RunPaths, Trainer
 from gpt2core.training.metrics import read_metrics
+from gpt2core.training.trainer import RunPaths, Trainer
 
 TIMING = {"tokens_per_s", "mfu", "mem_mb", "step_time_s"}
 WEIGHTS = {"en": 3.0, "zh": 1.0}

@@ -27,11 +27,11 @@ from test_train import make_trainer
 from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata
 
-from gpt2core import dist_checkpoint as dckpt
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
-from gpt2core.training import checkpoint as ckpt
-from gpt2core.training.dcp_read import UnsafeCheckpointItem, safe_load
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint import plain as ckpt
+from gpt2core.training.checkpoint import sharded as dckpt
+from gpt2core.training.checkpoint.dcp_read import UnsafeCheckpointItem, safe_load
 
 
 class Payload:
@@ -204,7 +204,7 @@ def test_a_dp2_resume_of_a_planted_checkpoint_refuses_on_every_rank(tmp_path: Pa
 def test_dcp_metadata_is_read_by_the_restricted_unpickler_and_names_only_files_inside(tmp_path: Path) -> None:
     """DCP itself would pickle.load `.metadata` after our check (a window to swap the file); our reader
     unpickles it restricted, once, and refuses a shard file named outside the checkpoint directory."""
-    from gpt2core.training.dcp_read import RestrictedFileSystemReader
+    from gpt2core.training.checkpoint.dcp_read import RestrictedFileSystemReader
 
     state, directory = optimizer_state(tmp_path)
     marker = tmp_path / "PWNED"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-from gpt2core.hf import export_hf
+from gpt2core.export.hf import export_hf
 from gpt2core.model import GPT, GPTConfig
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpt2core.fsutil import atomic_dir, process_start_time, remove_stale_temporaries
-from gpt2core.training.checkpoint import prune_checkpoints
+from gpt2core.training.checkpoint.plain import prune_checkpoints
 
 
 def dead_pid() -> int:

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from gpt2core.errors import WikiGPTError
+from gpt2core.export.hf import export_hf
 from gpt2core.generate import Sampling, filter_top_k, filter_top_p, generate_ids, next_tokens, write_samples
-from gpt2core.hf import export_hf
 from gpt2core.model import GPT, GPTConfig
 
 VOCAB, EOD = 200, 199

@@ -17,10 +17,11 @@ import yaml
 from conftest import REPO, run_snakemake, tiny_config, write_config
 from test_train import make_trainer, steps
 
+from gpt2core.config import check_levers
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.training.fused_add_norm import AddLayerNorm, apply_fused_add_norm
-from gpt2core.training.lever_config import LIGER, TORCHAO, check_levers, import_optional
+from gpt2core.training.optional_packages import LIGER, TORCHAO, import_optional
 
 LEVER_KEYS = ("liger_loss", "fused_add_norm", "cuda_graph", "float8")
 CUDA = torch.cuda.is_available()

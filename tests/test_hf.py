@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.hf import export_hf, load_hf
+from gpt2core.export.hf import export_hf, load_hf
 from gpt2core.model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")

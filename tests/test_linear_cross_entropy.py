@@ -14,9 +14,9 @@ import torch
 from test_train import make_trainer, steps
 from test_train_helpers import full_config
 
+from gpt2core.config import check_parallel_config
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
-from gpt2core.parallel_config import check_parallel_config
 from gpt2core.training.linear_cross_entropy import linear_cross_entropy
 from gpt2core.training.metrics import read_metrics
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_train_helpers import learnable_documents, write_manifest
 
+from gpt2core.data.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
 from gpt2core.errors import WikiGPTError
-from gpt2core.loader import BatchSource, Blend, WindowDataset, load_manifest, split_stream
 
 EOD = 299
 

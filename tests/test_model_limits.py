@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2core import dist_checkpoint as dckpt
 from gpt2core.errors import WikiGPTError
-from gpt2core.hf import PADDED_KEY, export_hf, load_hf
-from gpt2core.merge import merged_checkpoint
+from gpt2core.export.hf import PADDED_KEY, export_hf, load_hf
+from gpt2core.export.merge import merged_checkpoint
 from gpt2core.model import GPT, GPTConfig
-from gpt2core.training import checkpoint as ckpt
+from gpt2core.training.checkpoint import plain as ckpt
+from gpt2core.training.checkpoint import sharded as dckpt
 
 CFG = GPTConfig(vocab_size=100, padded_vocab_size=128, n_layer=1, n_head=2, n_embd=16, n_positions=16)
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.merge import merge_to_hf, merged_model
+from gpt2core.export.merge import merged_model
+from gpt2core.export.run import export_checkpoint
 
 BIN = Path(sys.executable).parent
 DRIVERS = Path(__file__).parent / "parallel_drivers"
@@ -87,7 +88,7 @@ def test_merged_tp2_model_gives_the_tp2_logits_and_loads_in_transformers(runs: P
     tp2 = result(runs / "tp2")
     meta = json.loads((ckpt / "meta.json").read_text())
     assert meta["tp"] == 2 and meta["model_config"]["padded_vocab_size"] == 1280
-    merge_to_hf(ckpt, runs / "hf")
+    export_checkpoint(ckpt, runs / "hf")
     hf = GPT2LMHeadModel.from_pretrained(runs / "hf").eval()
     assert hf.config.vocab_size == 1100 and hf.config.wikigpt_padded_vocab_size == 1152
     with torch.no_grad():
@@ -171,14 +172,14 @@ def test_incomplete_sharded_checkpoint_is_a_hard_error(runs: Path, tmp_path: Pat
     shutil.copytree(src, broken)
     next(broken.glob("dcp/*.distcp")).unlink()
     with pytest.raises(WikiGPTError, match="dcp"):
-        merge_to_hf(broken, tmp_path / "hf")
+        export_checkpoint(broken, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
     (broken / "dcp" / ".metadata").unlink()
     with pytest.raises(WikiGPTError, match=r"\.metadata"):
-        merge_to_hf(broken, tmp_path / "hf")
+        export_checkpoint(broken, tmp_path / "hf")
     (broken / "meta.json").unlink()
     with pytest.raises(WikiGPTError, match="meta.json"):
-        merge_to_hf(broken, tmp_path / "hf")
+        export_checkpoint(broken, tmp_path / "hf")
 
 
 def test_resume_under_another_tp_reshards(runs: Path) -> None:

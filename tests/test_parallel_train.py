@@ -21,10 +21,10 @@ from conftest import run_snakemake, write_config
 from test_train_helpers import tiny_sections, write_manifest
 from test_train_workflow import workflow_config
 
-from gpt2core.merge import merged_checkpoint
-from gpt2core.train import model_config
+from gpt2core.export.merge import merged_checkpoint
 from gpt2core.training.flops import flops_per_token
 from gpt2core.training.metrics import read_metrics
+from gpt2core.training.trainer import model_config
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent

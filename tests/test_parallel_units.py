@@ -6,17 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gpt2core.config import check_parallel_config, check_seq_len, resolve_layout
 from gpt2core.errors import WikiGPTError
-from gpt2core.merge import merge_tp_state
+from gpt2core.export.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig
-from gpt2core.parallel import (
-    ParallelPlan,
-    check_parallel_config,
-    check_seq_len,
-    qkv_from_tp_layout,
-    qkv_to_tp_layout,
-)
-from gpt2core.parallel_config import resolve_layout
+from gpt2core.parallel import ParallelPlan, qkv_from_tp_layout, qkv_to_tp_layout
 
 MODEL = {"n_head": 16, "n_embd": 1024, "vocab_multiple": 128, "seq_len": 1024}
 
@@ -133,7 +127,7 @@ def test_every_tp_starts_from_the_tp1_init() -> None:
 def test_resharding_reads_in_groups_bounded_by_bytes() -> None:
     """Resharding reads full tensors a group at a time (each rank forms the same groups, sorted by key):
     no group passes the budget unless a single tensor does, and every key is read exactly once."""
-    from gpt2core.dist_checkpoint import read_groups
+    from gpt2core.training.checkpoint.sharded import read_groups
 
     sizes = {f"k{i:02d}": s for i, s in enumerate([10, 60, 30, 100, 250, 5, 95, 1, 40])}
     groups = read_groups(sizes, budget=100)

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import snakemake_locks
 from test_train_helpers import tiny_sections, write_manifest
 
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.training.run_lock import LOCK_NAME, hold_run_lock, lock_holder
 
@@ -78,17 +78,17 @@ def test_stale_snakemake_lock_is_kept_while_its_trainer_runs(tmp_path: Path, hol
     (sm / "locks" / "0.output.lock").write_text("results/x\n")
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     time.sleep(0.01)
-    (sm / integrity.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+    (sm / snakemake_locks.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
                                                   "start": None}))
     said: list[str] = []
     t0 = time.monotonic()
-    assert not integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"], grace_s=0.5)
+    assert not snakemake_locks.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"], grace_s=0.5)
     assert time.monotonic() - t0 >= 0.5  # it waited out the grace before keeping the lock
     assert (sm / "locks" / "0.output.lock").exists()
     assert f"its trainer (pid {holder.pid}) still trains" in said[0]
     holder.kill()
     holder.wait()
-    assert integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"])  # now provably stale
+    assert snakemake_locks.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"])  # now provably stale
 
 
 def test_stale_snakemake_lock_is_removed_when_its_trainer_dies_within_the_grace(tmp_path: Path) -> None:
@@ -102,11 +102,11 @@ def test_stale_snakemake_lock_is_removed_when_its_trainer_dies_within_the_grace(
         (sm / "locks").mkdir(parents=True)
         (sm / "locks" / "0.output.lock").write_text("results/x\n")
         time.sleep(0.01)
-        (sm / integrity.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(),
+        (sm / snakemake_locks.OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid(),
                                                       "start": None}))
         assert lock_holder(tmp_path / "run") == str(dying.pid)
         said: list[str] = []
-        assert integrity.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"], grace_s=30)
+        assert snakemake_locks.clear_stale_locks(sm, said.append, runs=[tmp_path / "run"], grace_s=30)
         assert not list((sm / "locks").iterdir()) and "stale Snakemake lock" in said[0]
     finally:
         dying.kill()

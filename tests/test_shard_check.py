@@ -14,8 +14,8 @@ import pytest
 from test_train import make_trainer
 from test_train_helpers import tiny_sections, write_manifest
 
+from gpt2core.data.loader import load_manifest
 from gpt2core.errors import WikiGPTError
-from gpt2core.loader import load_manifest
 from gpt2core.training import shard_check
 from gpt2core.training.shard_check import verify_shards
 

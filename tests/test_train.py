@@ -14,14 +14,14 @@ from test_train_helpers import tiny_sections, write_manifest
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
-from gpt2core.train import RunPaths, Trainer
-from gpt2core.training import checkpoint as ckpt
 from gpt2core.training import retrain
+from gpt2core.training.checkpoint import plain as ckpt
 from gpt2core.training.flops import flops_per_token
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import read_metrics
 from gpt2core.training.optimizer import param_groups
 from gpt2core.training.schedule import lr_at, warmup_iters
+from gpt2core.training.trainer import RunPaths, Trainer
 
 TIMING = {"tokens_per_s", "mfu", "mem_mb", "step_time_s"}
 
@@ -380,7 +380,7 @@ def test_a_run_that_dies_writing_its_outputs_resumes_at_the_end_instead_of_retra
     """The finished marker is written last: a run killed before it (here: done.json cannot be written) is
     not mistaken for a finished one, which a rerun would train again from step 0 after deleting its
     checkpoints."""
-    import gpt2core.train as train_module
+    import gpt2core.training.trainer as train_module
 
     trainer = make_trainer(tmp_path, iters=10, save_interval=5)
     real_write = train_module.write_text_atomic

@@ -82,7 +82,7 @@ def tiny_sections(**train: object) -> tuple[dict, dict]:
 
 
 def test_written_manifest_is_what_the_loader_reads(tmp_path: Path) -> None:
-    from gpt2core.loader import load_manifest, split_stream
+    from gpt2core.data.loader import load_manifest, split_stream
 
     path = write_manifest(tmp_path)
     manifest = load_manifest(path)

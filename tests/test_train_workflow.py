@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import BIN, REPO, SAMPLE, run_snakemake, shared_file, tiny_config, write_config
 
-from gpt2core.hf import load_hf
+from gpt2core.export.hf import load_hf
 from gpt2core.training.metrics import read_metrics
 
 pytestmark = pytest.mark.e2e

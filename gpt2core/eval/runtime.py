@@ -13,8 +13,8 @@ from typing import TextIO
 import torch
 
 from gpt2core.errors import WikiGPTError
+from gpt2core.export.hf import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME, load_hf
 from gpt2core.fsutil import sha256_file
-from gpt2core.hf import CONFIG_NAME, TOKENIZER_NAME, WEIGHTS_NAME, load_hf
 from gpt2core.model import GPT
 
 

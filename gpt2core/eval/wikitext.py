@@ -23,8 +23,8 @@ from gpt2core.eval.encoder import load_encode
 from gpt2core.eval.runtime import check_ids, load_model, log_stream, model_hashes, pick_device, read_text
 from gpt2core.eval.scoring import LogitsAt, logits_at_for, target_losses
 from gpt2core.eval.windows import WindowPlan
+from gpt2core.export.hf import TOKENIZER_NAME
 from gpt2core.fsutil import atomic_path, sha256_file
-from gpt2core.hf import TOKENIZER_NAME
 
 
 @dataclass(frozen=True)

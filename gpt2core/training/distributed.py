@@ -15,6 +15,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from gpt2core.config import ParallelPlan
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -67,14 +69,13 @@ def init_distributed(requested_device: str) -> DistEnv:
     return DistEnv(rank, local_rank, world, device)
 
 
-def apply_parallelism(model: nn.Module, env: DistEnv, train_cfg: dict) -> tuple[nn.Module, DeviceMesh | None]:
-    """Tensor/data parallelism from gpt2core.parallel on the (dp, tp) mesh; one process: the model
-    unchanged and no mesh, so the plain trainer runs exactly the code it ran before."""
+def apply_parallelism(model: nn.Module, env: DistEnv, plan: ParallelPlan) -> tuple[nn.Module, DeviceMesh | None]:
+    """Tensor/data parallelism from gpt2core.parallel on the (dp, tp) mesh of `plan` (gpt2core.config's,
+    built once from the config); one process: the model unchanged and no mesh, so the plain trainer runs
+    exactly the code it ran before."""
     from gpt2core.errors import WikiGPTError
-    from gpt2core.parallel import ParallelPlan, parallelize
+    from gpt2core.parallel import parallelize
 
-    plan = ParallelPlan(dp=int(train_cfg.get("dp", 1)), tp=int(train_cfg.get("tp", 1)),
-                        sequence_parallel=bool(train_cfg.get("sequence_parallel", False)))
     if env.world_size != plan.world:
         raise WikiGPTError(f"config: torchrun started {env.world_size} processes, train.tp x train.dp = "
                            f"{plan.tp} x {plan.dp} = {plan.world}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.training.lever_config import TORCHAO, import_optional
+from gpt2core.training.optional_packages import TORCHAO, import_optional
 
 
 def is_block_linear(module: nn.Module, fqn: str) -> bool:

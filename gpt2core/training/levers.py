@@ -1,6 +1,6 @@
 """The GPU speed levers that change the model, applied from outside it before compile and the optimizer
 (torchtitan's pattern; gpt2core.model knows none of them). Each is off unless its train key is set; the keys
-are checked by gpt2core.training.lever_config, and docs/gpu-levers.md says what each does and how it measured."""
+are checked by gpt2core.config.check_levers, and docs/gpu-levers.md says what each does and how it measured."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from gpt2core.training.lever_config import LIGER, import_optional
+from gpt2core.training.optional_packages import LIGER, import_optional
 
 IGNORE_INDEX = -100
 

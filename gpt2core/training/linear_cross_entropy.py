@@ -8,7 +8,7 @@ drops the logits; the backward only multiplies the stored gradients by the incom
 passed in holds only the real vocabulary's rows, which is the same as the model's -inf on padded ids.
 
 bf16 and fp32 only: an fp16 gradient needs the loss scale before it is rounded to fp16, and the forward,
-where these gradients are made, does not know it (gpt2core.train refuses the combination).
+where these gradients are made, does not know it (gpt2core.config refuses the combination).
 """
 
 from __future__ import annotations

@@ -5,38 +5,20 @@ Why a note: when Snakemake reruns `train` after a finished run, the trainer alon
 a Snakemake that was killed while its trainer ran on and finished (its job was left "incomplete") asks
 only for the outputs, and retraining then would throw away a finished run (a day of GPU work) for the same
 weights. Snakemake deletes a job's outputs before running it in both cases, so they cannot tell either.
-The workflow's `onstart` (never run by a dry run) knows which rules it was told to force: it writes
-`retrain.json` in the run's checkpoint directory when train is forced and removes it otherwise, so the
-note always describes the latest invocation; the trainer reads it at start and removes it.
+The workflow's `onstart` (never run by a dry run) knows which rules it was told to force (its flags are
+read by workflow/lib/snakemake_force.py): it writes `retrain.json` in the run's checkpoint directory when
+train is forced and removes it otherwise, so the note always describes the latest invocation; the trainer
+reads it at start and removes it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable
 from pathlib import Path
 
 from gpt2core.fsutil import write_text_atomic
 
 REQUEST = "retrain.json"
-
-
-def _norm(path: str) -> str:
-    return os.path.normpath(path)
-
-
-def train_forced(rule: str, outputs: Iterable[str], *, forceall: bool, forcerun: Iterable[str],
-                 forcetargets: bool, targets: Iterable[str]) -> bool:
-    """Was `rule` (with `outputs`) forced by name or output: `-F`, `-R rule|output`, `-f rule|output`?
-
-    Forcing a rule upstream of it (say `-R gather`) reruns it too but does not count: with the same data
-    and config the finished run is the result that rerun would train again."""
-    names = {rule} | {_norm(o) for o in outputs}
-    forced = {entry if entry == rule else _norm(entry) for entry in forcerun}
-    if forcetargets:
-        forced |= {entry if entry == rule else _norm(entry) for entry in targets}
-    return forceall or bool(names & forced)
 
 
 def set_request(checkpoints: str | Path, forced: bool) -> None:

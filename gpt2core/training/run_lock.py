@@ -3,7 +3,8 @@ process for the whole run and released by the kernel when it exits, however it e
 
 Why: a Snakemake killed with SIGKILL leaves its train job running; a rerun must not start a second trainer
 on the same checkpoints (two writers, one run's checkpoints pruned by the other). `lock_holder` lets the
-stale-lock check (gpt2core.integrity) see such an orphaned trainer before it clears Snakemake's lock.
+workflow's stale-lock check (workflow/lib/snakemake_locks.py) see such an orphaned trainer before it clears
+the workflow's lock.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from gpt2core.loader import Batch
+from gpt2core.data.loader import Batch
 
 StepFn = Callable[[list[Batch]], tuple[torch.Tensor, torch.Tensor]]
 

@@ -161,7 +161,7 @@ def base_seed() -> int:
 def _unlock_if_stale(workdir: Path, output: str, previous: Fault | None) -> bool:
     """A run refused because a SIGKILLed Snakemake left its lock: note it on the fault that left it and
     remove the lock with --unlock (Snakemake's own advice) until the workflow clears stale locks itself
-    (gpt2core.integrity.clear_stale_locks, hooked into rules/common.smk)."""
+    (workflow/lib/snakemake_locks.clear_stale_locks, hooked into rules/common.smk)."""
     if LOCK_MESSAGE not in output:
         return False
     if previous is not None:

@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+import snakemake_locks
 import torch
 from test_train_helpers import tiny_sections, write_manifest
 
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
+from gpt2core.export.hf import load_hf
 from gpt2core.fsutil import process_start_time
-from gpt2core.hf import load_hf
-from gpt2core.train import RunPaths, Trainer
-from gpt2core.training import checkpoint as ckpt
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint import plain as ckpt
+from gpt2core.training.trainer import RunPaths, Trainer
 
 
 def flip_byte(path: Path, offset: int | None = None) -> None:
@@ -38,7 +39,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-# ---- gpt2core.integrity on a plain directory --------------------------------------------------------------
+# ---- gpt2core.training.checkpoint.integrity on a plain directory --------------------------------------------------------------
 @pytest.fixture
 def stepdir(tmp_path: Path) -> Path:
     d = tmp_path / "step_0000010"
@@ -150,7 +151,7 @@ def test_checkpoints_carry_checksums(tmp_path: Path) -> None:
 # ---- a damaged results/model/ -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gpt2core.hf import export_hf
+    from gpt2core.export.hf import export_hf
     from gpt2core.model import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -193,7 +194,7 @@ def lock_dir(tmp_path: Path, owner_pid: int, host: str | None = None, lock_after
     (sm / "locks").mkdir(parents=True)
     if not lock_after:
         (sm / "locks" / "0.output.lock").write_text("results/x\n")
-    (sm / integrity.OWNER).write_text(json.dumps({"host": host or socket.gethostname(), "pid": owner_pid,
+    (sm / snakemake_locks.OWNER).write_text(json.dumps({"host": host or socket.gethostname(), "pid": owner_pid,
                                                   "start": process_start_time(owner_pid)}))
     if lock_after:
         time.sleep(0.01)
@@ -204,7 +205,7 @@ def lock_dir(tmp_path: Path, owner_pid: int, host: str | None = None, lock_after
 def test_lock_of_a_dead_snakemake_is_removed(tmp_path: Path) -> None:
     sm = lock_dir(tmp_path, dead_pid())
     said: list[str] = []
-    assert integrity.clear_stale_locks(sm, said.append)
+    assert snakemake_locks.clear_stale_locks(sm, said.append)
     assert not list((sm / "locks").iterdir()) and "stale Snakemake lock" in said[0]
 
 
@@ -212,7 +213,7 @@ def test_lock_of_a_live_snakemake_is_kept(tmp_path: Path) -> None:
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         sm = lock_dir(tmp_path, live.pid)
-        assert not integrity.clear_stale_locks(sm, print)
+        assert not snakemake_locks.clear_stale_locks(sm, print)
         assert (sm / "locks" / "0.output.lock").exists()
     finally:
         live.kill()
@@ -230,7 +231,7 @@ def test_lock_of_a_killed_snakemake_not_yet_reaped_is_removed(tmp_path: Path) ->
         while Path(f"/proc/{victim.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert integrity.clear_stale_locks(sm, print)
+        assert snakemake_locks.clear_stale_locks(sm, print)
         assert not list((sm / "locks").iterdir())
     finally:
         victim.kill()
@@ -242,13 +243,15 @@ def test_lock_that_cannot_be_proven_stale_is_kept(tmp_path: Path, case: str) -> 
     sm = lock_dir(tmp_path, dead_pid(), host="elsewhere" if case == "other host" else None,
                   lock_after=case == "lock newer than owner")
     if case == "no owner record":
-        (sm / integrity.OWNER).unlink()
-    assert not integrity.clear_stale_locks(sm, print)
+        (sm / snakemake_locks.OWNER).unlink()
+    assert not snakemake_locks.clear_stale_locks(sm, print)
     assert (sm / "locks" / "0.output.lock").exists()
 
 
-HOOKED_SNAKEFILE = """
-from gpt2core.integrity import clear_stale_locks, record_lock_owner
+HOOKED_SNAKEFILE = f"""
+import sys
+sys.path.insert(0, {str(Path(snakemake_locks.__file__).parent)!r})
+""" + """from snakemake_locks import clear_stale_locks, record_lock_owner
 clear_stale_locks()
 
 onstart:
@@ -281,7 +284,7 @@ def test_proposed_workflow_hook_clears_a_sigkilled_lock_and_keeps_a_live_one(tmp
                              start_new_session=True)
     deadline = time.time() + 60
     while not list((tmp_path / ".snakemake/locks").glob("*")) or not (tmp_path / ".snakemake" /
-                                                                       integrity.OWNER).exists():
+                                                                       snakemake_locks.OWNER).exists():
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.05)
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -293,8 +296,8 @@ def test_proposed_workflow_hook_clears_a_sigkilled_lock_and_keeps_a_live_one(tmp
     (tmp_path / "b.txt").unlink()
     victim = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    while not (tmp_path / ".snakemake" / integrity.OWNER).exists() or json.loads(
-            (tmp_path / ".snakemake" / integrity.OWNER).read_text())["pid"] != victim.pid:
+    while not (tmp_path / ".snakemake" / snakemake_locks.OWNER).exists() or json.loads(
+            (tmp_path / ".snakemake" / snakemake_locks.OWNER).read_text())["pid"] != victim.pid:
         assert time.time() < deadline + 60 and victim.poll() is None
         time.sleep(0.05)
     os.killpg(victim.pid, signal.SIGKILL)
@@ -311,7 +314,7 @@ def test_proposed_workflow_hook_clears_a_sigkilled_lock_and_keeps_a_live_one(tmp
 def exported_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from gpt2core.hf import export_hf
+    from gpt2core.export.hf import export_hf
     from gpt2core.model import GPT, GPTConfig
 
     base = tmp_path_factory.mktemp("model_tok")

@@ -86,8 +86,8 @@ def _tiny_model():
 def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys, layout: str) -> None:
     """Both layouts: safetensors + torch.save, and DCP's save (one process, no process group), whose
     CheckpointException (a BaseException) carries the OSError."""
-    from gpt2core.dist_checkpoint import save_sharded
-    from gpt2core.training.checkpoint import save_checkpoint
+    from gpt2core.training.checkpoint.plain import save_checkpoint
+    from gpt2core.training.checkpoint.sharded import save_sharded
 
     save = save_checkpoint if layout == "plain" else save_sharded
     model, cfg = _tiny_model()
@@ -99,7 +99,7 @@ def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys,
 
 
 def test_merge_to_a_full_disk_names_the_model_folder(small_disk: Path, capsys) -> None:
-    from gpt2core.hf import export_hf
+    from gpt2core.export.hf import export_hf
 
     model, _ = _tiny_model()
     out = small_disk / "model"

@@ -36,7 +36,7 @@ from faultlib import (
     start_plain,
 )
 
-from gpt2core import integrity
+from gpt2core.training.checkpoint import integrity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 DATA_STAGES = ["download", "extract", "presplit", "tokenizer", "tokenize"]

@@ -98,7 +98,7 @@ def test_the_workflow_gives_presplit_its_limits(tmp_path: Path) -> None:
 def test_a_tokenizer_file_past_the_limit_is_one_line_before_it_is_parsed(tmp_path: Path) -> None:
     from gpt2core.data.encoder import MAX_TOKENIZER_BYTES, load_encoder
     from gpt2core.eval.encoder import load_encode
-    from gpt2core.hf import eod_id_from_tokenizer
+    from gpt2core.export.hf import eod_id_from_tokenizer
 
     big = tmp_path / "tokenizer.json"
     with open(big, "wb") as fh:
@@ -110,7 +110,7 @@ def test_a_tokenizer_file_past_the_limit_is_one_line_before_it_is_parsed(tmp_pat
 
 @pytest.mark.parametrize("content", [b"[" * 100_000 + b"]" * 100_000, b'{"added_tokens": "\xff"}'])
 def test_a_hostile_tokenizer_json_is_one_line_naming_it(tmp_path: Path, content: bytes) -> None:
-    from gpt2core.hf import eod_id_from_tokenizer
+    from gpt2core.export.hf import eod_id_from_tokenizer
 
     bad = tmp_path / "tokenizer.json"
     bad.write_bytes(content)

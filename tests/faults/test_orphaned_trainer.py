@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import snakemake_force
 from conftest import BIN, REPO, run_snakemake
 from test_train_workflow import workflow_config
 
@@ -90,5 +91,5 @@ def test_a_dry_run_leaves_no_retrain_note(tmp_path: Path) -> None:
 ])
 def test_train_forced_by_name_output_or_everything(kw: dict, forced: bool) -> None:
     args = {"forceall": False, "forcerun": [], "forcetargets": False, "targets": [], **kw}
-    assert retrain.train_forced("train", ["results/train/done.json", "results/train/metrics.jsonl"],
+    assert snakemake_force.train_forced("train", ["results/train/done.json", "results/train/metrics.jsonl"],
                                 **args) is forced

@@ -13,12 +13,11 @@ import torch.distributed as dist
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     ParallelPlan,
-    finish_grads_,
-    global_grad_norm,
     parallelize,
     tp_context,
 )
 from gpt2core.training.distributed import any_rank
+from gpt2core.training.grads import finish_grads_, mesh_grad_norm
 
 
 def main() -> None:
@@ -33,10 +32,10 @@ def main() -> None:
         lm_loss(wrapped(x[:, :-1]), x[:, 1:]).backward()
     params = [p for p in model.parameters() if p.grad is not None]
     finish_grads_(params)
-    clean = float(global_grad_norm(params, mesh))
+    clean = float(mesh_grad_norm(params, mesh))
     if rank == world - 1:  # a local overflow in one shard of one rank only
         model.h[0].mlp.c_fc.weight.grad.to_local()[0, 0] = float("inf")
-    norm = float(global_grad_norm(params, mesh))
+    norm = float(mesh_grad_norm(params, mesh))
     local_flag = rank == world - 1
     decision = any_rank(local_flag, torch.device("cpu"))
     (out / f"rank{rank}.json").write_text(json.dumps({"clean": clean, "norm": str(norm), "skip": decision}))

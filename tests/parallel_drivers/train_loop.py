@@ -18,24 +18,22 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from gpt2core import dist_checkpoint
-from gpt2core.dist_checkpoint import load_sharded, save_sharded
-from gpt2core.merge import merge_tp_state
+from gpt2core.export.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig, lm_loss
 from gpt2core.parallel import (
     ParallelPlan,
-    clip_grads_,
     dp_rank_and_size,
-    finish_grads_,
     full_logits,
-    global_grad_norm,
     init_model,
     local_loss,
     parallelize,
     tp_context,
 )
-from gpt2core.training.checkpoint import latest_checkpoint
+from gpt2core.training.checkpoint import sharded as dist_checkpoint
+from gpt2core.training.checkpoint.plain import latest_checkpoint
+from gpt2core.training.checkpoint.sharded import load_sharded, save_sharded
 from gpt2core.training.distributed import any_rank
+from gpt2core.training.grads import finish_grads_, mesh_grad_norm, mesh_unscale_and_clip_
 
 VOCAB = 1100  # padded 1152 at tp=1, 1280 at tp=2 and tp=4: the merge has padding to trim
 GLOBAL_BATCH, SEQ = 8, 16
@@ -105,9 +103,9 @@ def main() -> None:
         dist.all_reduce(value, group=mesh.get_group("dp"))
         params = [q for q in raw.parameters() if q.grad is not None]
         finish_grads_(params)
-        norm = global_grad_norm(params, mesh)
+        norm = mesh_grad_norm(params, mesh)
         assert not any_rank(not bool(torch.isfinite(norm)), torch.device("cpu"))
-        clip_grads_(params, norm, max_norm=1.0)
+        mesh_unscale_and_clip_(params, norm, 1.0, max_norm=1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(value) / dp_size)

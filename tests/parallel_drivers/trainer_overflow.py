@@ -14,7 +14,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the manifest and config helpers
 from test_train_helpers import tiny_sections  # noqa: E402
 
-from gpt2core.train import RunPaths, Trainer  # noqa: E402
+from gpt2core.training.trainer import RunPaths, Trainer  # noqa: E402
 
 OVERFLOW_AT = 3  # 1-based iteration whose gradient overflows on the last rank only
 

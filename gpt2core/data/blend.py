@@ -1,7 +1,7 @@
 """Training on several corpora: a weighted train blend and one valid set per corpus, from the manifest.
 
 Why a module of its own: the manifest's `corpora` section (gpt2core.data.manifest) names each corpus's
-shards, language and weight; this turns it into gpt2core.loader objects (WindowDataset per corpus, one
+shards, language and weight; this turns it into gpt2core.data.loader objects (WindowDataset per corpus, one
 Blend by weight) so the trainer stays corpus-agnostic. Everything is a pure function of (seed, step,
 micro step, rank) as in the loader: resuming a blended run needs only the step number. A manifest without
 `corpora` (written before it existed) is one corpus named `all` with weight 1 built from its `splits`.
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt2core.data.loader import _DTYPES, BatchSource, Blend, TokenStream, WindowDataset
 from gpt2core.errors import WikiGPTError
-from gpt2core.loader import _DTYPES, BatchSource, Blend, TokenStream, WindowDataset
 
 
 @dataclass(frozen=True)

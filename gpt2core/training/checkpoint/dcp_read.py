@@ -6,7 +6,7 @@ as a pickle inside the `.distcp` shard files, and its DefaultLoadPlanner reads t
 checksums cannot stop that: whoever can write the checkpoint can rewrite them). `WeightsOnlyLoadPlanner`
 reads those items with `torch.load(weights_only=True)` (plain data and tensors only) and refuses anything
 else in one line naming the shard file. Tensors DCP already reads with weights_only=True. Its `.metadata`,
-which DCP reads with plain pickle.load, `RestrictedFileSystemReader` reads with gpt2core.integrity's
+which DCP reads with plain pickle.load, `RestrictedFileSystemReader` reads with gpt2core.training.checkpoint.integrity's
 restricted unpickler instead (DCP's own classes only), refusing shard files named outside the directory.
 """
 
@@ -26,7 +26,7 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.integrity import IntegrityError, load_dcp_metadata
+from gpt2core.training.checkpoint.integrity import IntegrityError, load_dcp_metadata
 
 
 class UnsafeCheckpointItem(WikiGPTError):

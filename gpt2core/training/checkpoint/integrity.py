@@ -1,28 +1,20 @@
-"""Is the state on disk what we wrote? Two checks a long run needs after a crash, a full disk or a bad copy.
+"""Is a checkpoint on disk what we wrote? Checksums of its files, and the allow-list for DCP's pickled metadata.
 
 1. Checksums of a directory (a step checkpoint): `write_checksums(tmp)` inside the atomic directory before it
    is renamed, `verify_checksums(dir)` before loading. A truncated, bit-flipped, missing or extra file is
    named in one line. `newest_intact(candidates, warn)` picks the newest checkpoint that verifies, warning
    about each newer damaged one, and stops with a clear error when none does.
-2. Stale Snakemake locks: Snakemake's lock files under .snakemake/locks/ hold no process id, so a Snakemake
-   killed with SIGKILL leaves them behind and the next plain run refuses to start. `record_lock_owner()`
-   (from the workflow's `onstart:`, i.e. after the lock is taken) notes who holds the lock;
-   `clear_stale_locks()` (when the workflow is parsed, before Snakemake checks its lock) removes the lock
-   only when that owner is provably dead on this host. A live run's lock is never touched, so a second
-   Snakemake on the same directory is still refused.
+2. DCP metadata: `load_dcp_metadata` unpickles a sharded checkpoint's `.metadata` with only DCP's classes.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import process_running, process_start_time, sha256_file, write_text_atomic
-from gpt2core.training.run_lock import GRACE_S, lock_holder
+from gpt2core.fsutil import sha256_file, write_text_atomic
 
 CHECKSUMS = "checksums.json"
 FORMAT = 1
@@ -98,61 +90,11 @@ def newest_intact(candidates: Iterable[str | Path], warn: Callable[[str], None])
     return None
 
 
-# ---- stale Snakemake locks ------------------------------------------------------------------------------
-OWNER = "wikigpt-lock-owner.json"
-
-
-def record_lock_owner(snakemake_dir: str | Path = ".snakemake") -> None:
-    """Note this process (host, pid, start time) as the holder of the lock just taken."""
-    pid = os.getpid()
-    owner = {"host": socket.gethostname(), "pid": pid, "start": process_start_time(pid)}
-    write_text_atomic(Path(snakemake_dir) / OWNER, json.dumps(owner) + "\n")
-
-
-def clear_stale_locks(snakemake_dir: str | Path = ".snakemake",
-                      warn: Callable[[str], None] = print, runs: Iterable[str | Path] = (),
-                      grace_s: float = GRACE_S) -> bool:
-    """Remove .snakemake/locks/* when the recorded owner is gone from this host; True if removed.
-    Unknown owner, another host, a live owner, or locks newer than the owner record: leave them for
-    Snakemake to refuse on (its message says `snakemake --unlock`). So is a dead owner whose trainer still
-    runs on one of `runs` (checkpoint directories) after `grace_s`: SIGKILL to Snakemake alone leaves its
-    jobs running. The grace is for a `kill -9` of the whole group: torchrun's workers run in their own
-    session and die only when the kernel tells them their launcher died, moments after it."""
-    snakemake_dir = Path(snakemake_dir)
-    locks = snakemake_dir / "locks"
-    lock_files = sorted(p for p in locks.glob("*.lock") if p.is_file()) if locks.is_dir() else []
-    if not lock_files:
-        return False
-    owner_file = snakemake_dir / OWNER
-    try:
-        owner = json.loads(owner_file.read_text(encoding="utf-8"))
-        host, pid, start = owner["host"], int(owner["pid"]), owner.get("start")
-        recorded = owner_file.stat().st_mtime_ns
-        newest_lock = max(p.stat().st_mtime_ns for p in lock_files)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if host != socket.gethostname() or pid == os.getpid() or newest_lock > recorded:
-        return False  # another host, or locks taken after the owner was noted (a run not yet at onstart)
-    if process_running(pid, start):
-        return False
-    for run in runs:
-        trainer = lock_holder(run, grace_s)
-        if trainer is not None:
-            warn(f"warning: the Snakemake that locked {locks} (pid {pid}) was killed, but its trainer (pid "
-                 f"{trainer}) still trains {run}: wait for it to end or stop it, then rerun")
-            return False
-    for lock in lock_files:
-        lock.unlink(missing_ok=True)
-    (snakemake_dir / OWNER).unlink(missing_ok=True)
-    warn(f"warning: removed a stale Snakemake lock in {locks} (its Snakemake, pid {pid}, was killed)")
-    return True
-
-
 # ---- pickled DCP metadata -------------------------------------------------------------------------------
 # torch.distributed.checkpoint reads a sharded checkpoint's `.metadata` with plain pickle.load, which runs
 # any code the file names. `load_dcp_metadata` unpickles it with only the classes DCP itself writes there
 # (found by recording what a real save names), so a hostile file is refused unread; every DCP read of ours
-# goes through gpt2core.training.dcp_read, whose reader uses it instead of pickle.load.
+# goes through gpt2core.training.checkpoint.dcp_read, whose reader uses it instead of pickle.load.
 _DCP_ALLOWED = {
     "torch.distributed.checkpoint.metadata": None,  # None: any class defined in the module
     "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},

@@ -18,12 +18,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_dir
 from gpt2core.model import GPTConfig
 from gpt2core.model_limits import check_model_size
-from gpt2core.training.checkpoint_io import save_safetensors, torch_save
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint.io import save_safetensors, torch_save
 
 FORMAT = 1
 FINISHED = "finished.json"
@@ -151,7 +151,7 @@ def full_state_dict(ckpt: str | Path) -> tuple[GPTConfig, dict[str, torch.Tensor
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     if int(meta.get("tp", 1)) != 1:
-        raise WikiGPTError(f"{ckpt}: tensor-parallel checkpoint (tp={meta['tp']}) needs gpt2core.merge")
+        raise WikiGPTError(f"{ckpt}: tensor-parallel checkpoint (tp={meta['tp']}) needs gpt2core.export.merge")
     cfg = config_from_meta(ckpt, meta)
     sd = _load_tensors(ckpt / "model.safetensors")
     sd["lm_head.weight"] = sd["wte.weight"]

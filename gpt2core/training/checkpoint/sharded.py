@@ -1,7 +1,7 @@
 """Sharded step checkpoints with torch.distributed.checkpoint (DCP): every rank writes its own shards of the
 model and optimizer, nobody gathers the full model. Used whenever a run is tensor-parallel.
 
-Layout of checkpoints/<run>/step_<NNNNNNN>/ (same name and meta.json as gpt2core.training.checkpoint, so the
+Layout of checkpoints/<run>/step_<NNNNNNN>/ (same name and meta.json as gpt2core.training.checkpoint.plain, so the
 trainer lists and picks checkpoints the same way):
   meta.json           written last by rank 0; "layout": "dcp", "tp", "dp", model config, step, ...
   dcp/                DCP files (.metadata + one __<rank>_0.distcp per rank), keys model.* and optim.*
@@ -30,11 +30,13 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from gpt2core import integrity
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import naming_full_disk, replace_dir
 from gpt2core.model_limits import check_tensor_bytes
-from gpt2core.training.checkpoint import (
+from gpt2core.training.checkpoint import integrity
+from gpt2core.training.checkpoint.dcp_read import read_metadata, safe_load
+from gpt2core.training.checkpoint.io import reraise_os_error, torch_save
+from gpt2core.training.checkpoint.plain import (
     FORMAT,
     check_compatible,
     prune_checkpoints,
@@ -43,8 +45,6 @@ from gpt2core.training.checkpoint import (
     set_rng_state,
     step_dir,
 )
-from gpt2core.training.checkpoint_io import reraise_os_error, torch_save
-from gpt2core.training.dcp_read import read_metadata, safe_load
 
 LAYOUT = "dcp"
 TIED = "lm_head.weight"  # tied to wte.weight: stored once
@@ -256,7 +256,7 @@ def _load_rng(ckpt: Path) -> None:
 
 def load_full_model_state(ckpt: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Offline, one process, no process group: (meta, the full model tensors as saved), i.e. in the
-    tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.merge undoes that."""
+    tensor-parallel layout (padded to the tp size, q/k/v grouped per rank). gpt2core.export.merge undoes that."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     check_complete(ckpt, meta)

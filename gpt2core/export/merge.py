@@ -1,12 +1,12 @@
-"""Any trained layout -> one full GPT-2 (SPEC "Model-parallel layout"): what `rule merge` runs.
+"""Any trained layout -> one full GPT-2 (SPEC "Model-parallel layout"): the merge `rule merge` runs.
 
-A tp=1 checkpoint is already full (gpt2core.training.checkpoint). A sharded (DCP) checkpoint is read
+A tp=1 checkpoint is already full (gpt2core.training.checkpoint.plain). A sharded (DCP) checkpoint is read
 whole, offline, in one process; then its tensor-parallel layout is undone:
 - token embedding: DCP already concatenated the vocabulary rows; the padding for tp is trimmed back to
   the tp=1 padded size (gpt2core.vocab), which export_hf trims again to the real vocabulary;
 - attention c_attn weight and bias: rank r held [Q_r; K_r; V_r]; regrouped into [Q; K; V];
 - column/row-parallel MLP and projections: DCP already concatenated them; replicated tensors as saved.
-The result loads into a plain GPT (tied lm_head) and goes to the Hugging Face layout through export_hf.
+The result loads into a plain GPT (tied lm_head); gpt2core.export.run writes it in the Hugging Face layout.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from pathlib import Path
 
 import torch
 
-from gpt2core.dist_checkpoint import is_sharded, load_full_model_state
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import sha256_file
-from gpt2core.hf import export_hf
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.parallel import qkv_from_tp_layout
-from gpt2core.training.checkpoint import config_from_meta, full_state_dict, read_meta
+from gpt2core.training.checkpoint.plain import config_from_meta, full_state_dict, read_meta
+from gpt2core.training.checkpoint.sharded import is_sharded, load_full_model_state
 from gpt2core.vocab import padded_vocab_size
 
 
@@ -66,22 +64,10 @@ def merged_checkpoint(ckpt: str | Path) -> tuple[GPTConfig, dict[str, torch.Tens
 
 
 def merged_model(ckpt: str | Path) -> GPT:
-    """The merged GPT in eval mode (tests and tools)."""
+    """The merged GPT in eval mode: what the export writes, and what tests compare."""
     cfg, sd = merged_checkpoint(ckpt)
     with torch.device("meta"):
         model = GPT(cfg)
     model.load_state_dict(sd, assign=True)
     model.lm_head.weight = model.wte.weight
     return model.eval()
-
-
-def merge_to_hf(ckpt: str | Path, out_dir: str | Path, tokenizer_json: str | Path | None = None) -> None:
-    """One checkpoint -> out_dir in the Hugging Face GPT-2 layout (atomic, padding trimmed)."""
-    ckpt = Path(ckpt)
-    if tokenizer_json is not None:
-        meta = read_meta(ckpt)
-        sha = sha256_file(tokenizer_json)
-        if meta.get("tokenizer_sha256") not in (None, sha):
-            raise WikiGPTError(f"{tokenizer_json}: sha256 {sha[:12]}... differs from the tokenizer {ckpt} was "
-                               f"trained with ({str(meta.get('tokenizer_sha256'))[:12]}...)")
-    export_hf(merged_model(ckpt), out_dir, tokenizer_json)

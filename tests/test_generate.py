@@ -204,6 +204,20 @@ def _read_until(fd: int, marker: bytes, timeout: float = 60.0) -> bytes:
     return out
 
 
+def _wait_until_blocked(pid: int, timeout: float = 30.0) -> None:
+    """Wait until `pid`'s main thread sleeps (blocked reading the terminal). A Ctrl-C sent in the microseconds
+    between readline writing its prompt and entering select() is only seen at the next key: CPython's
+    readline checks signals when select() is interrupted, not before it starts. No person types that fast;
+    a test under load can."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2] == "S":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never blocked on the terminal within {timeout} s")
+
+
 @pytest.mark.parametrize(("key", "name"), [(b"\x04", "Ctrl-D"), (b"\x03", "Ctrl-C"), (b"\r", "empty line")])
 def test_interactive_mode_says_how_to_quit_and_ends_cleanly(tmp_path: Path, key: bytes, name: str) -> None:
     import pty
@@ -219,6 +233,7 @@ def test_interactive_mode_says_how_to_quit_and_ends_cleanly(tmp_path: Path, key:
         os.write(fd, b"The history of\r")
         answer = _read_until(fd, b"prompt> ")
         assert b"The history of" in answer.split(b"\n", 1)[1], answer
+        _wait_until_blocked(pid)  # as a person types: after the prompt, not between its write and the read
         os.write(fd, key)
         rest = _read_until(fd, b"\x00", timeout=30)  # everything until the terminal closes
         _, status = os.waitpid(pid, 0)

@@ -4,8 +4,6 @@ import time
 
 from snakemake.utils import min_version
 
-from gpt2core.summary import run_summary
-
 RUN_STARTED = time.time()  # what this run wrote is newer: the summary reports only that
 
 min_version("8.0")
@@ -36,6 +34,8 @@ rule all:
 
 
 onsuccess:
+    from run_summary import run_summary  # workflow/lib (rules/common.smk puts it on the path)
+
     summary = run_summary(RESULTS, RUN_STARTED)
     if summary:
         print(summary, flush=True)

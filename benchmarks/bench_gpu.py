@@ -43,11 +43,13 @@ import numpy as np
 import torch
 import yaml
 
+from gpt2core.config import ModelConfig, TrainConfig
 from gpt2core.model import GPT
+from gpt2core.training.build import gpt_config
 from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.optimizer import param_groups
 from gpt2core.training.step import CausalLMLoss, compile_options
-from gpt2core.training.trainer import RunPaths, Trainer, model_config
+from gpt2core.training.trainer import RunPaths, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -89,7 +91,7 @@ def trainer_row(manifest: Path, tmp: Path, seq: int, mb: int, precision: str, co
                  device="cpu" if smoke else "cuda", tp=1, dp=1, loss_chunk=loss_chunk, half_residual=half_residual,
                  **(levers or {}))
     paths = RunPaths(manifest, tmp / "ckpt", tmp / "done.json", tmp / "metrics.jsonl")
-    trainer = Trainer(model_section(seq, smoke), train, 1234, paths)
+    trainer = Trainer(ModelConfig.from_dict(model_section(seq, smoke)), TrainConfig.from_dict(train), 1234, paths)
     trainer.loss_fn.train()
     records = trainer.iterations()  # as run() drives it: the next step is queued before this one is read
     times = [next(records)["step_time_s"] for _ in range(warmup + steps)][warmup:]
@@ -211,7 +213,7 @@ def plain_row(seq: int, mb: int, precision: str, compiled: bool | str, steps: in
               smoke: bool) -> dict:
     """nanoGPT's loop: model + loss (compiled), backward, clip_grad_norm_, fused AdamW; no syncs but one."""
     device = torch.device("cpu" if smoke else "cuda")
-    cfg = model_config(model_section(seq, smoke), VOCAB)
+    cfg = gpt_config(ModelConfig.from_dict(model_section(seq, smoke)), VOCAB)
     torch.manual_seed(1234)
     model = GPT(cfg).to(device)
     loss_fn = CausalLMLoss(model, precision, device)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from gpt2core.config import ModelConfig, TrainConfig
 from gpt2core.training.step import evaluate
 from gpt2core.training.trainer import RunPaths, Trainer
 
@@ -55,7 +56,8 @@ def curve(manifest: Path, tmp: Path, lever: str, args: argparse.Namespace) -> di
     torch._dynamo.reset()
     seq = 64 if args.smoke else 1024
     model = model_section(seq, args.smoke)
-    trainer = Trainer(model, train_section(args.steps, args.micro_batch, args.compile, args.smoke, lever), 1234,
+    train = train_section(args.steps, args.micro_batch, args.compile, args.smoke, lever)
+    trainer = Trainer(ModelConfig.from_dict(model), TrainConfig.from_dict(train), 1234,
                       RunPaths(manifest, tmp / lever, tmp / f"{lever}.json", tmp / f"{lever}.jsonl"))
     trainer.loss_fn.train()
     records = trainer.iterations()

@@ -1,7 +1,8 @@
 """`python -m gpt2core.train`: the GPT-2 trainer `rule train` launches through torchrun.
 
-The entry point only: arguments, the run's lock (one trainer per checkpoint directory) and
-`Trainer(...).run()`; the trainer itself is gpt2core.training.trainer.
+The entry point only: arguments (the config's model and train sections, typed once here), the run's lock
+(one trainer per checkpoint directory) and `Trainer(...).run()`; the trainer itself is
+gpt2core.training.trainer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from gpt2core.config import ModelConfig, TrainConfig
 from gpt2core.errors import WikiGPTError, run_cli
 from gpt2core.training.distributed import shutdown
 from gpt2core.training.run_lock import hold_run_lock
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         # the global rank 0 holds the run's lock (torchrun stops the other ranks when it fails to get it)
         lock = hold_run_lock(args.checkpoints) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
         with lock:
-            trainer = Trainer(_json_arg(args.model, "model"), _json_arg(args.train, "train"), args.data_seed,
-                              paths)
+            trainer = Trainer(ModelConfig.from_dict(_json_arg(args.model, "model")),
+                              TrainConfig.from_dict(_json_arg(args.train, "train")), args.data_seed, paths)
             try:
                 trainer.run(sys.stdout if args.progress else None)
             finally:

@@ -25,7 +25,7 @@ def fail(message):
     sys.exit(1)
 
 
-def check_config(cfg, schema_path):
+def check_against_schema(cfg, schema_path):
     """Fail before any job runs, in one line that names the offending key (jsonschema's own report is a page)."""
     with open(schema_path, encoding="utf-8") as fh:
         schema = yaml.safe_load(fh)
@@ -43,7 +43,7 @@ def check_config(cfg, schema_path):
     fail(f"config: {message}")
 
 
-check_config(config, workflow.source_path(CONFIG_SCHEMA))
+check_against_schema(config, workflow.source_path(CONFIG_SCHEMA))
 validate(config, CONFIG_SCHEMA)  # fills in the schema's defaults
 
 
@@ -57,7 +57,8 @@ def check_before_any_job(check, *args):
         fail(str(exc))
 
 
-from gpt2core.config import check_config, check_local_source, resolve_layout
+from gpt2core.config import check_config, resolve_layout
+from gpt2core.data.download import check_local_source
 
 check_before_any_job(check_config, config)  # every rule between keys (layout and speed levers included)
 config["train"] = check_before_any_job(resolve_layout, config["train"])  # train: {tp: 2} alone means 2 processes

@@ -4,6 +4,7 @@
 # and stats.json; gather: every shard -> results/data/manifest.json (overall splits, and per corpus with
 # its name, kind, lang and weight for weighted blending).
 
+from gpt2core.config import check_token_dtype
 from gpt2core.data.download import is_remote, local_path
 
 
@@ -23,8 +24,8 @@ def _vocab_size_known_now(tok):
 
 
 _size, _what = _vocab_size_known_now(config["tokenizer"])
-if config["data"]["dtype"] == "uint16" and _size is not None and _size > 65536:
-    fail(f"config: {_what} {_size} does not fit data.dtype uint16 (at most 65536 tokens); use data.dtype uint32")
+if _size is not None:
+    check_before_any_job(check_token_dtype, _size, _what, config["data"]["dtype"])
 
 
 def _token_files(corpus, shard):

@@ -2,7 +2,7 @@
 # and the metrics; step checkpoints live under CHECKPOINTS (not an output, so Snakemake never deletes them):
 # a killed run resumes from the newest one when the workflow is rerun; a finished run is kept (outputs
 # rewritten) when train reruns with the same config, and `--forcerun train` or a change that can alter the
-# weights trains again from step 0 (see gpt2core/training/trainer.py, gpt2core/training/retrain.py).
+# weights trains again from step 0 (see gpt2core/training/resume.py, gpt2core/training/retrain.py).
 # The layout (config["train"] with dp and nproc_per_node resolved) and its checks are rules/common.smk's.
 import json
 import shlex

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, run_snakemake, tiny_config, write_config
+from run_summary import run_summary
 
-from gpt2core.summary import run_summary
 from gpt2core.training.progress import ConsoleProgress, eta_text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_corpora_blend import write_blend_manifest
-from test_train_helpers import tiny_sections
+from test_train_helpers import tiny_sections, typed
 
 from gpt2core.training.metrics import read_metrics
 from gpt2core.training.trainer import RunPaths, Trainer
@@ -23,7 +23,7 @@ def make_trainer(tmp_path: Path, run: str) -> Trainer:
     mc, tc = tiny_sections(eval_interval=5)
     paths = RunPaths(manifest, tmp_path / "checkpoints" / run, tmp_path / run / "done.json",
                      tmp_path / run / "metrics.jsonl")
-    return Trainer(mc, tc, 1234, paths)
+    return Trainer(*typed(mc, tc), 1234, paths)
 
 
 def test_valid_loss_per_corpus_and_weighted_overall(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 import yaml
 from conftest import REPO, run_snakemake, tiny_config, write_config
 from test_train import make_trainer, steps
+from test_train_helpers import train_config
 
 from gpt2core.config import check_levers
 from gpt2core.errors import WikiGPTError
@@ -235,15 +236,15 @@ def test_lever_keys_have_no_schema_default() -> None:
 def test_lever_combinations_that_cannot_work_are_one_line_errors(train: dict, message: str) -> None:
     base = {"precision": "bf16", "device": "auto", "tp": 1, "dp": 1, "compile": True}
     with pytest.raises(WikiGPTError, match=message) as err:
-        check_levers({**base, **train})
+        check_levers(train_config(**{**base, **train}))
     assert "\n" not in str(err.value)
 
 
 def test_every_lever_together_is_a_valid_config() -> None:
-    check_levers({"precision": "bf16", "device": "cuda", "compile": "max-autotune-no-cudagraphs",
-                  "fused_add_norm": True, "cuda_graph": True, "float8": "rowwise"})
-    check_levers({"precision": "bf16", "device": "auto", "compile": "max-autotune", "liger_loss": True,
-                  "fused_add_norm": True, "float8": "tensorwise"})
+    check_levers(train_config(precision="bf16", device="cuda", compile="max-autotune-no-cudagraphs",
+                              fused_add_norm=True, cuda_graph=True, float8="rowwise"))
+    check_levers(train_config(precision="bf16", device="auto", compile="max-autotune", liger_loss=True,
+                              fused_add_norm=True, float8="tensorwise"))
 
 
 def test_lever_errors_stop_the_workflow_before_any_job(tmp_path: Path) -> None:

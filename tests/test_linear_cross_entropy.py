@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_train import make_trainer, steps
-from test_train_helpers import full_config
+from test_train_helpers import full_config, typed
 
 from gpt2core.config import check_parallel_config
 from gpt2core.errors import WikiGPTError
@@ -129,7 +129,7 @@ def test_compiled_loss_chunk_follows_the_eager_run(tmp_path: Path) -> None:
 def test_loss_chunk_with_fp16_or_tensor_parallelism_is_a_config_error(train: dict, message: str) -> None:
     config = full_config(model={"n_head": 4, "n_embd": 64}, train=train)
     with pytest.raises(WikiGPTError, match=message):
-        check_parallel_config(config["model"], config["train"])
+        check_parallel_config(*typed(config["model"], config["train"]))
 
 
 def test_loss_chunk_has_no_schema_default_so_existing_configs_keep_their_params() -> None:

@@ -21,10 +21,11 @@ from conftest import run_snakemake, write_config
 from test_train_helpers import tiny_sections, write_manifest
 from test_train_workflow import workflow_config
 
+from gpt2core.config import ModelConfig
 from gpt2core.export.merge import merged_checkpoint
+from gpt2core.training.build import gpt_config
 from gpt2core.training.flops import flops_per_token
 from gpt2core.training.metrics import read_metrics
-from gpt2core.training.trainer import model_config
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
@@ -130,8 +131,8 @@ def test_trainer_dp2_matches_dp1_at_the_same_global_batch(work: Path) -> None:
     train(work, "dp2", nproc=2, dp=2)  # 2 ranks x micro_batch 4 = 1 rank x micro_batch 4 x grad_accum 2
     assert_same(work, "tp1_accum2", "dp2")
     # MFU is against both devices' peak: the global batch's FLOPs ran on two of them
-    cfg = model_config(tiny_sections()[0] | {"n_layer": 2, "n_head": 4, "n_embd": 64, "seq_len": 32,
-                                             "n_positions": 32}, 300)
+    model = tiny_sections()[0] | {"n_layer": 2, "n_head": 4, "n_embd": 64, "seq_len": 32, "n_positions": 32}
+    cfg = gpt_config(ModelConfig.from_dict(model), 300)
     for m in read_metrics(work / "dp2" / "metrics.jsonl"):
         expected = flops_per_token(cfg, 32) * m["tokens_per_s"] / (2 * PEAK_TFLOPS * 1e12)
         assert m["mfu"] == pytest.approx(expected, abs=1e-4), m

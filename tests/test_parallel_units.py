@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train_helpers import model_config, train_config
 
-from gpt2core.config import check_parallel_config, check_seq_len, resolve_layout
+from gpt2core.config import check_parallel_config, check_seq_len
 from gpt2core.errors import WikiGPTError
 from gpt2core.export.merge import merge_tp_state
 from gpt2core.model import GPT, GPTConfig
 from gpt2core.parallel import ParallelPlan, qkv_from_tp_layout, qkv_to_tp_layout
 
-MODEL = {"n_head": 16, "n_embd": 1024, "vocab_multiple": 128, "seq_len": 1024}
+MODEL = {"n_head": 16, "n_embd": 1024, "vocab_multiple": 128, "seq_len": 1024, "n_positions": 1024}
 
 
 def train(**kw: object) -> dict:
@@ -20,8 +21,9 @@ def train(**kw: object) -> dict:
 
 
 def test_a_valid_layout_passes() -> None:
-    plan = check_parallel_config(MODEL, train(tp=2, dp=2, nproc_per_node=2, nnodes=2), 50257)
-    assert plan == ParallelPlan(dp=2, tp=2) and plan.world == 4
+    plan = check_parallel_config(model_config(**MODEL), train_config(**train(tp=2, dp=2, nproc_per_node=2, nnodes=2)),
+                                 vocab_size=50257)
+    assert plan == ParallelPlan(dp=2, tp=2, nnodes=2) and plan.world == 4
 
 
 @pytest.mark.parametrize(("model", "tr", "message"), [
@@ -34,7 +36,7 @@ def test_a_valid_layout_passes() -> None:
 ])
 def test_config_errors_name_the_keys(model: dict, tr: dict, message: str) -> None:
     with pytest.raises(WikiGPTError, match=message):
-        check_parallel_config({**MODEL, **model}, tr, 50257)
+        check_parallel_config(model_config(**{**MODEL, **model}), train_config(**tr), vocab_size=50257)
 
 
 @pytest.mark.parametrize(("given", "world", "dp", "nproc"), [
@@ -44,21 +46,28 @@ def test_config_errors_name_the_keys(model: dict, tr: dict, message: str) -> Non
     ({"tp": 2, "nproc_per_node": 4, "nnodes": 2}, None, 4, 4),
     ({"tp": 2}, 6, 3, 6),  # the trainer: torchrun's world size over tp
     ({}, None, 1, 1),
-    ({"tp": 2, "dp": 3, "nproc_per_node": 2}, None, 3, 2),  # both given: kept (check_parallel_config refuses)
 ])
 def test_layout_follows_from_what_is_given(given: dict, world: int | None, dp: int, nproc: int) -> None:
-    cfg = resolve_layout(given, world)
-    assert (cfg["dp"], cfg["nproc_per_node"]) == (dp, nproc)
+    plan = ParallelPlan.from_train(train_config(**given), world)
+    assert (plan.dp, plan.nproc_per_node) == (dp, nproc)
 
 
 @pytest.mark.parametrize(("given", "message"), [
     ({"tp": 4, "nproc_per_node": 6}, "train.nproc_per_node x train.nnodes = 6 process\\(es\\), not a multiple of "
                                      "train.tp 4"),
     ({"tp": 3, "nnodes": 2}, r"train.tp x train.dp = 3 x 1 = 3 processes do not split evenly over train.nnodes 2"),
+    ({"tp": 2, "dp": 3, "nproc_per_node": 2}, r"2 x 1 = 2 processes, but train.tp x train.dp = 2 x 3 = 6"),
 ])
 def test_a_layout_that_cannot_fit_names_the_keys(given: dict, message: str) -> None:
     with pytest.raises(WikiGPTError, match=message):
-        resolve_layout(given)
+        ParallelPlan.from_train(train_config(**given))
+
+
+def test_torchrun_starting_another_number_of_processes_names_both() -> None:
+    """The one check of torchrun's world size against the layout (gpt2core.config.ParallelPlan)."""
+    ParallelPlan.from_train(train_config(tp=2, nproc_per_node=2), world=2)
+    with pytest.raises(WikiGPTError, match=r"torchrun started 4 processes, train.tp x train.dp = 2 x 1 = 2"):
+        ParallelPlan.from_train(train_config(tp=2, nproc_per_node=2), world=4)
 
 
 def test_sequence_parallel_needs_a_divisible_sequence() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_helpers import tiny_sections, write_manifest
+from test_train_helpers import tiny_sections, typed, write_manifest
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.model import GPT, GPTConfig, lm_loss
@@ -35,7 +35,7 @@ def make_trainer(tmp_path: Path, run: str = "run", model: dict | None = None, da
     mc.update(model or {})
     paths = RunPaths(manifest, tmp_path / "checkpoints" / run, tmp_path / run / "done.json",
                      tmp_path / run / "metrics.jsonl")
-    return Trainer(mc, tc, data_seed, paths)
+    return Trainer(*typed(mc, tc), data_seed, paths)
 
 
 def steps(trainer: Trainer, n: int) -> list[dict]:

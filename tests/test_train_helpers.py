@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from gpt2core.config import ModelConfig, TrainConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -70,6 +72,21 @@ def full_config(model: dict | None = None, train: dict | None = None) -> dict:
     config["model"].update(model or {})
     config["train"].update(train or {})
     return config
+
+
+def typed(model: dict, train: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The sections as the trainer takes them (gpt2core.train builds them the same way from its arguments)."""
+    return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
+
+
+def train_config(**train: object) -> TrainConfig:
+    """The embedded default's train section, every schema default filled in, with overrides."""
+    return TrainConfig.from_dict(full_config(train=train)["train"])
+
+
+def model_config(**model: object) -> ModelConfig:
+    """The embedded default's model section, every schema default filled in, with overrides."""
+    return ModelConfig.from_dict(full_config(model=model)["model"])
 
 
 def tiny_sections(**train: object) -> tuple[dict, dict]:

@@ -7,7 +7,7 @@ and kept beside the files it lists (read_checksums), so a workflow that expands 
 DAG offline afterwards, and the parts are checked against the same list that named them.
 
 A local source with `link: true` is not copied: its checksum (if any) is checked in place and a symbolic link
-to it takes the target's name, so a large local corpus is not stored twice. Snakemake then dates the part
+to it takes the target's name, so a large local corpus is not stored twice. The workflow then dates the part
 by the later of the link and the file, so editing the file reruns what reads it.
 """
 
@@ -389,3 +389,15 @@ def _expand_local_glob(source: dict) -> list[dict]:
     if not files:
         raise WikiGPTError(f"{pattern}: no file matches")
     return _one_per_file(source, files, pattern)
+
+
+def check_local_source(source: dict, what: str, downloaded: str | Path) -> None:
+    """A local source that is not there, and was never downloaded, stops the run before any job (the workflow
+    calls this when it builds the DAG): the download job would only fail on it later. A copy made before the
+    file went away keeps its results."""
+    url = source["url"]
+    if is_remote(url) or urlparse(url).scheme not in ("", "file"):  # the download names a bad scheme
+        return
+    if local_path(url).exists() or Path(downloaded).exists():
+        return
+    raise WikiGPTError(f"config: {what}: {url}: no such file")

@@ -1,2 +1,2 @@
 """Evaluation: WikiText-103 perplexity as the reference computes it, LAMBADA, decontamination titles,
-and the results table for the Snakemake report. One module a job; nothing here imports Snakemake."""
+and the results table for the workflow's report. One module a job; nothing here imports the workflow."""

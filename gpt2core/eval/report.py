@@ -1,4 +1,4 @@
-"""The results table for the Snakemake report: our WikiText-103 perplexity and LAMBADA accuracy next to the
+"""The results table for the workflow's HTML report: our WikiText-103 perplexity and LAMBADA accuracy next to the
 published numbers in SPEC.md, and the training run's size and throughput, as one self-contained HTML file
 (the report embeds it as is)."""
 

@@ -42,10 +42,20 @@ def pick_device(requested: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def prepare_device(device: torch.device, precision: str) -> None:
+    """What the device needs before a run: CPU flushes denormals; bf16 must be supported by the GPU."""
+    from gpt2core.errors import WikiGPTError
+
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal grads from a peaked softmax made CPU steps ~6x slower
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise WikiGPTError("config: train.precision bf16 is not supported by this GPU; use fp16")
+
+
 def die_with_parent() -> None:
     """Under torchrun, SIGKILL this worker when the launcher dies.
 
-    torchrun starts workers in their own session, so `kill -9` of torchrun (or of Snakemake's job) would
+    torchrun starts workers in their own session, so `kill -9` of torchrun (or of the workflow's job) would
     leave a worker training on, racing the rerun that resumes from the same checkpoint directory.
     """
     if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
@@ -69,19 +79,16 @@ def init_distributed(requested_device: str) -> DistEnv:
     return DistEnv(rank, local_rank, world, device)
 
 
-def apply_parallelism(model: nn.Module, env: DistEnv, plan: ParallelPlan) -> tuple[nn.Module, DeviceMesh | None]:
+def apply_parallelism(model: nn.Module, plan: ParallelPlan, device: torch.device
+                      ) -> tuple[nn.Module, DeviceMesh | None]:
     """Tensor/data parallelism from gpt2core.parallel on the (dp, tp) mesh of `plan` (gpt2core.config's,
-    built once from the config); one process: the model unchanged and no mesh, so the plain trainer runs
-    exactly the code it ran before."""
-    from gpt2core.errors import WikiGPTError
+    checked there against torchrun's world size); one process: the model unchanged and no mesh, so the plain
+    trainer runs exactly the code it ran before."""
     from gpt2core.parallel import parallelize
 
-    if env.world_size != plan.world:
-        raise WikiGPTError(f"config: torchrun started {env.world_size} processes, train.tp x train.dp = "
-                           f"{plan.tp} x {plan.dp} = {plan.world}")
     if plan.world == 1:
         return model, None
-    return parallelize(model, plan, env.device.type)
+    return parallelize(model, plan, device.type)
 
 
 def all_reduce_sum(t: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The run's metrics history, one JSON line per step (plus valid-loss lines). It lives beside the
-checkpoints (Snakemake deletes a failed job's declared outputs), is cut back to the resumed step on
+checkpoints (the workflow deletes a failed job's declared outputs), is cut back to the resumed step on
 resume, and is copied to results/train/metrics.jsonl when the run ends."""
 
 from __future__ import annotations

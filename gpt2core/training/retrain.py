@@ -1,14 +1,14 @@
 """Did the user ask for a finished run to be trained again? A note from the workflow to the trainer.
 
-Why a note: when Snakemake reruns `train` after a finished run, the trainer alone cannot tell why. A
-`--forcerun train` (or `-F`, or `-f` on train's outputs) asks for a new run from step 0; a plain rerun after
-a Snakemake that was killed while its trainer ran on and finished (its job was left "incomplete") asks
-only for the outputs, and retraining then would throw away a finished run (a day of GPU work) for the same
-weights. Snakemake deletes a job's outputs before running it in both cases, so they cannot tell either.
-The workflow's `onstart` (never run by a dry run) knows which rules it was told to force (its flags are
-read by workflow/lib/snakemake_force.py): it writes `retrain.json` in the run's checkpoint directory when
-train is forced and removes it otherwise, so the note always describes the latest invocation; the trainer
-reads it at start and removes it.
+Why a note: when the workflow reruns `train` after a finished run, the trainer alone cannot tell why. A
+forced rerun (`--forcerun train`, or `-F`, or `-f` on train's outputs) asks for a new run from step 0; a
+plain rerun after a workflow that was killed while its trainer ran on and finished (its job was left
+"incomplete") asks only for the outputs, and retraining then would throw away a finished run (a day of GPU
+work) for the same weights. The workflow deletes a job's outputs before running it in both cases, so they
+cannot tell either. The workflow's `onstart` (never run by a dry run) knows which rules it was told to force
+(workflow/lib/ reads its flags): it writes `retrain.json` in the run's checkpoint directory when train is
+forced and removes it otherwise, so the note always describes the latest invocation; the trainer reads it at
+start and removes it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """One trainer per run directory: an advisory `flock` on checkpoints/<run>/.trainer.lock, held by the main
 process for the whole run and released by the kernel when it exits, however it exits.
 
-Why: a Snakemake killed with SIGKILL leaves its train job running; a rerun must not start a second trainer
+Why: a workflow killed with SIGKILL leaves its train job running; a rerun must not start a second trainer
 on the same checkpoints (two writers, one run's checkpoints pruned by the other). `lock_holder` lets the
-workflow's stale-lock check (workflow/lib/snakemake_locks.py) see such an orphaned trainer before it clears
+workflow's stale-lock check (under workflow/lib/) see such an orphaned trainer before it clears
 the workflow's lock.
 """
 

@@ -1,17 +1,9 @@
-"""The training loop: one run's model, optimizer, data, loss scaler and step loop, built from the config.
+"""The training loop: one run's model, optimizer, data, loss scaler and step loop, built from its typed config.
 
 Why it is cut this way: each piece a tensor/data-parallel run must replace is its own function or module
-(build_model, training.distributed.apply_parallelism, forward_backward, training.grads, the fp16 overflow
-decision in training.loss_scale, training.checkpoint, the step in training.step), so gpt2core.parallel plugs in without a rewrite.
-
-Resume rules (checkpoints/<run>/ is not a Snakemake output, so it survives a killed job):
-- a step checkpoint and no `finished.json`: the last run was killed; resume from the newest checkpoint;
-- `finished.json` present and the same model, data, tokenizer, iterations and train settings (but for
-  NON_WEIGHT_KEYS: log interval, checkpoint rotation, threads, launch layout): the finished run is this
-  config's result: kept, its outputs rewritten, no step run (e.g. a plain rerun after a Snakemake killed
-  while its trainer ran on and finished); unless the workflow was told to force train (`--forcerun train`,
-  training.retrain's note): then, as after any change that can alter the weights, start from step 0,
-  removing the old run's checkpoints.
+(training.build, training.distributed.apply_parallelism, forward_backward, training.grads, the fp16 overflow
+decision in training.loss_scale, training.checkpoint, the step in training.step), so gpt2core.parallel plugs
+in without a rewrite; where a run starts (fresh, resumed or a finished run kept) is training.resume's.
 Everything the next step needs is in the checkpoint or a pure function of the step (data order, LR), so a
 resumed CPU fp32 run ends with bitwise the same weights as an uninterrupted one.
 """
@@ -33,15 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gpt2core.config import check_model, check_training, resolve_layout
+from gpt2core.config import ModelConfig, TrainConfig, check_run
 from gpt2core.data.blend import blend_data
 from gpt2core.data.loader import _DTYPES, Batch, BatchSource, load_manifest
 from gpt2core.errors import WikiGPTError
 from gpt2core.fsutil import atomic_path, sha256_file, write_text_atomic
-from gpt2core.model import GPT, GPTConfig
-from gpt2core.parallel import dp_rank_and_size, init_model
-from gpt2core.training import retrain, shard_check
-from gpt2core.training.checkpoint import integrity
+from gpt2core.parallel import dp_rank_and_size
+from gpt2core.training import resume, retrain, shard_check
+from gpt2core.training.build import build_loss, build_model, gpt_config
 from gpt2core.training.checkpoint import plain as ckpt
 from gpt2core.training.checkpoint import sharded as dckpt
 from gpt2core.training.distributed import (
@@ -51,6 +42,7 @@ from gpt2core.training.distributed import (
     apply_parallelism,
     barrier,
     init_distributed,
+    prepare_device,
 )
 from gpt2core.training.flops import flops_per_token, peak_flops
 from gpt2core.training.grads import (
@@ -61,26 +53,14 @@ from gpt2core.training.grads import (
     mesh_unscale_and_clip_,
     unscale_and_clip_,
 )
-from gpt2core.training.levers import apply_model_levers
 from gpt2core.training.loss_scale import DynamicLossScaler
 from gpt2core.training.metrics import MetricsLog
 from gpt2core.training.optimizer import build_optimizer
 from gpt2core.training.progress import ConsoleProgress
 from gpt2core.training.schedule import lr_at
 from gpt2core.training.shard_check import verify_shards
-from gpt2core.training.step import (
-    AUTOCAST_DTYPES,
-    CausalLMLoss,
-    compile_options,
-    evaluate,
-    forward_backward,
-    to_device,
-)
+from gpt2core.training.step import evaluate, forward_backward, to_device
 from gpt2core.training.step_graph import WholeStepGraph
-
-# train keys a finished run's weights do not depend on (the global batch is tp x dp x micro_batch x grad_accum)
-NON_WEIGHT_KEYS = frozenset({"log_interval", "keep_last", "save_interval", "threads", "nproc_per_node", "nnodes",
-                             "rdzv_endpoint"})
 
 
 @dataclass
@@ -123,24 +103,6 @@ class _Launched:
         return tuple(torch.stack([self.loss.float(), self.norm.float().to(self.loss.device)]).tolist())  # the sync
 
 
-def model_config(model_cfg: dict, vocab_size: int, tp: int = 1) -> GPTConfig:
-    """GPTConfig from config['model'] and the tokenizer; the padded vocabulary from gpt2core.vocab."""
-    check_model(model_cfg)  # the workflow checked it before any job; a direct launch gets the same line
-    return GPTConfig.padded(vocab_size, model_cfg["vocab_multiple"], tp, n_positions=model_cfg["n_positions"],
-                            n_layer=model_cfg["n_layer"], n_head=model_cfg["n_head"], n_embd=model_cfg["n_embd"],
-                            dropout=model_cfg["dropout"])
-
-
-def build_model(cfg: GPTConfig, train_cfg: dict, seed: int) -> GPT:
-    """Initialise on CPU from `seed` (same weights on every device and every tp: the tp padding rows are
-    added after the tp=1 init), activation checkpointing per flag."""
-    model = init_model(cfg, seed)
-    model.activation_checkpointing = bool(train_cfg["activation_checkpointing"])
-    if train_cfg.get("half_residual"):
-        model.residual_dtype = AUTOCAST_DTYPES[train_cfg["precision"]]
-    return model
-
-
 def memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -150,68 +112,55 @@ def memory_mb(device: torch.device) -> float:
 class Trainer:
     """One training run: model, optimizer, data, loss scaler and the step loop, all from the config."""
 
-    def __init__(self, model_cfg: dict, train_cfg: dict, data_seed: int, paths: RunPaths,
+    def __init__(self, model: ModelConfig, train: TrainConfig, data_seed: int, paths: RunPaths,
                  env: DistEnv | None = None) -> None:
-        self.train_cfg, self.paths = train_cfg, paths
-        self.env = env or init_distributed(train_cfg["device"])
-        self.train_cfg = train_cfg = resolve_layout(train_cfg, self.env.world_size)  # dp: world over tp
+        self.paths = paths
+        self.env = env or init_distributed(train.device)
         self.device = self.env.device
-        if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # denormal grads from a peaked softmax made CPU steps ~6x slower
-        self.precision = train_cfg["precision"]
-        if self.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise WikiGPTError("config: train.precision bf16 is not supported by this GPU; use fp16")
+        prepare_device(self.device, train.precision)
+        self.precision = train.precision
         self.manifest = load_manifest(paths.manifest)
         self._verify_shards()
         tok = self.manifest["tokenizer"]
-        self.plan = check_training(model_cfg, train_cfg, int(tok["vocab_size"]), self.device.type)
+        self.plan = check_run(model, train, self.env.world_size, int(tok["vocab_size"]), self.device.type)
+        self.train = train = train.with_layout(self.plan)  # dp: torchrun's world over tp, when not given
         self.tp = self.plan.tp > 1
-        self.cfg = model_config(model_cfg, int(tok["vocab_size"]), tp=self.plan.tp)
-        self.seq_len = int(model_cfg["seq_len"])
+        self.cfg = gpt_config(model, int(tok["vocab_size"]), tp=self.plan.tp)
+        self.seq_len = model.seq_len
         self.data_seed = data_seed
-        self.meta_base = {"model_config": self.cfg.to_dict(), "train_config": train_cfg,
+        self.meta_base = {"model_config": self.cfg.to_dict(), "train_config": train.to_dict(),
                           "seq_len": self.seq_len, "data_seed": data_seed, "tokenizer_sha256": tok["sha256"],
                           "manifest_sha256": sha256_file(paths.manifest),
                           "padded_vocab_size": self.cfg.padded_vocab_size, "tp": self.plan.tp,
                           "dp": self.plan.dp}
-        self.raw_model = build_model(self.cfg, train_cfg, train_cfg["seed"]).to(self.device)
-        apply_model_levers(self.raw_model, train_cfg, self.device)
-        model, self.mesh = apply_parallelism(self.raw_model, self.env, self.plan)
+        self.raw_model = build_model(self.cfg, train, self.device)
+        model_module, self.mesh = apply_parallelism(self.raw_model, self.plan, self.device)
         self.dp_rank, self.dp_size = dp_rank_and_size(self.mesh)
-        self.optimizer = build_optimizer(self.raw_model, train_cfg["lr"], train_cfg["weight_decay"],
-                                         (train_cfg["beta1"], train_cfg["beta2"]), train_cfg["eps"],
-                                         self.device.type)
-        self.scaler = DynamicLossScaler(train_cfg["init_loss_scale"], train_cfg["loss_scale_window"],
-                                        train_cfg["max_skipped_steps"], enabled=self.precision == "fp16")
+        self.optimizer = build_optimizer(self.raw_model, train.lr, train.weight_decay, (train.beta1, train.beta2),
+                                         train.eps, self.device.type)
+        self.scaler = DynamicLossScaler(train.init_loss_scale, train.loss_scale_window, train.max_skipped_steps,
+                                        enabled=self.precision == "fp16")
         self._fused_opt = bool(self.optimizer.defaults.get("fused"))
         # fp16 on one process with the fused AdamW: an overflow is skipped on the device, without a sync.
         self._skips_on_device = (self.precision == "fp16" and self.mesh is None and self.env.world_size == 1
                                  and self._fused_opt)
-        compile_kw = compile_options(train_cfg["compile"])
-        if compile_kw is not None and self.tp:  # DTensor outputs: compile the model, the loss stays eager
-            model = torch.compile(model, **compile_kw)
-        self.loss_fn: torch.nn.Module = CausalLMLoss(model, self.precision, self.device,
-                                                     int(train_cfg.get("loss_chunk", 0)),
-                                                     bool(train_cfg.get("liger_loss")))
-        if compile_kw is not None and not self.tp:  # model and loss as one graph; shapes never change in a run
-            self.loss_fn = torch.compile(self.loss_fn, dynamic=False, **compile_kw)
-        self.train_source, self.valid_source = self._data(train_cfg)
-        self.tokens_per_iter = (train_cfg["micro_batch"] * train_cfg["grad_accum"] * self.seq_len
-                                * self.dp_size)
+        self.loss_fn = build_loss(model_module, train, self.device, self.tp)
+        self.train_source, self.valid_source = self._data(train)
+        self.tokens_per_iter = train.micro_batch * train.grad_accum * self.seq_len * self.dp_size
         self.flops_per_iter = flops_per_token(self.cfg, self.seq_len) * self.tokens_per_iter
         # all devices' peak: flops_per_iter counts every dp rank's tokens, and tp splits each token's work
         device_peak = peak_flops(self.device, self.precision)
         self.peak = device_peak * self.env.world_size if device_peak else None
-        self.step_graph = WholeStepGraph(self.optimizer, self.device) if train_cfg.get("cuda_graph") else None
+        self.step_graph = WholeStepGraph(self.optimizer, self.device) if train.cuda_graph else None
         self.state = State()
         self._prefetched: dict[int, list[Batch]] = {}
         self._last_finish = 0.0  # when the last iteration's work was done (an early-queued one's time starts there)
         self.metrics: MetricsLog | None = None
         self.last_saved: int | None = None
 
-    def _data(self, tc: dict) -> tuple[BatchSource, dict[str, BatchSource] | None]:
-        data = blend_data(self.manifest, self.paths.manifest, self.seq_len, self.data_seed, tc["micro_batch"],
-                          tc["grad_accum"], self.dp_size, tc["mask_eod_loss"])  # a tp group reads one batch
+    def _data(self, tc: TrainConfig) -> tuple[BatchSource, dict[str, BatchSource] | None]:
+        data = blend_data(self.manifest, self.paths.manifest, self.seq_len, self.data_seed, tc.micro_batch,
+                          tc.grad_accum, self.dp_size, tc.mask_eod_loss)  # a tp group reads one batch
         self.valid_weights = data.weights
         if not data.valid:
             self.log(f"warning: no valid loss ({self.paths.manifest}: no corpus has a valid window)")
@@ -230,48 +179,31 @@ class Trainer:
         if self.env.is_main:
             tqdm.write(message, file=sys.stderr)
 
-    # ---- start: fresh or resume -------------------------------------------------------------------
+    # ---- start: fresh, resume or keep (training.resume) ----------------------------------------------
     def start(self) -> int:
-        """Decide fresh vs resume (see the module docstring); return the iteration to start from."""
+        """Decide fresh, resume or keep (training.resume); return the iteration to start from."""
         root = self.paths.checkpoints
-        finished = root / ckpt.FINISHED
-        had_finished = finished.exists()
-        found = ckpt.list_checkpoints(root)
-        forced = retrain.requested(root)
-        latest, kept = None, None
-        if found and not had_finished:  # resuming: the newest checkpoint that verifies (warns about newer damaged)
-            latest = integrity.newest_intact(found, self.log)
-        elif found and not forced:
-            kept = self._finished_run_to_keep(found[-1])
+        train = self.train.to_dict()
+        start = resume.decide(root, self.meta_base, train, self.log)
         barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
         if self.env.is_main:
             retrain.clear(root)  # a note for this start only
-        if kept is not None:
-            return self._keep_finished(*kept)
-        if had_finished or latest is None:
-            if self.env.is_main and root.exists():
-                if had_finished:
-                    why = "--forcerun train" if forced else "its weights could differ under this config"
-                    self.log(f"previous run in {root} had finished: training again from step 0 ({why})")
-                for old in ckpt.list_checkpoints(root):
-                    shutil.rmtree(old)
-                finished.unlink(missing_ok=True)
+        if start.keep is not None:
+            self.log(resume.keep_message(root, start.changed))
+            if self.env.is_main:
+                ckpt.prune_checkpoints(root, int(start.keep["step"]), self.train.keep_last)
+            barrier()
+            return self._restore_state(start.keep)
+        if start.resume is None:
+            if self.env.is_main:
+                resume.clear_for_fresh_start(root, start, self.log)
             barrier()
             self.metrics = MetricsLog(root / "metrics.jsonl") if self.env.is_main else None
             return 0
-        meta = self._load(latest)
-        if meta.get("tokenizer_sha256") != self.meta_base["tokenizer_sha256"]:
-            raise WikiGPTError(f"{latest}: made with another tokenizer than {self.paths.manifest} names; "
-                               f"remove {root} to train from scratch")
-        for key, what in (("seq_len", "model.seq_len"), ("data_seed", "data.seed")):  # both decide the windows
-            if key in meta and meta[key] != self.meta_base[key]:
-                raise WikiGPTError(f"{latest}: made with {what} {meta[key]}, the config asks for "
-                                   f"{self.meta_base[key]}; remove {root} to train from scratch")
-        changed = sorted(k for k, v in self.train_cfg.items() if meta["train_config"].get(k) != v)
-        if changed:
-            self.log(f"warning: train config changed since {latest.name}: {', '.join(changed)}")
+        meta = self._load(start.resume)
+        resume.check_resumable(start.resume, meta, self.meta_base, train, self.paths.manifest, self.log)
         self.scaler.load_state_dict(meta["scaler"])
-        self.log(f"resuming from {latest} (iteration {meta['state']['iteration']})")
+        self.log(f"resuming from {start.resume} (iteration {meta['state']['iteration']})")
         return self._restore_state(meta)
 
     def _restore_state(self, meta: dict) -> int:
@@ -282,39 +214,6 @@ class Trainer:
         root = self.paths.checkpoints
         self.metrics = MetricsLog(root / "metrics.jsonl", self.state.iteration) if self.env.is_main else None
         return self.state.iteration
-
-    def _finished_run_to_keep(self, final: Path) -> tuple[dict, list[str]] | None:
-        """(meta, changed keys) when the finished run's final checkpoint is what this config would train:
-        same model, data, tokenizer, iterations and train settings but for NON_WEIGHT_KEYS. None otherwise."""
-        try:
-            meta = ckpt.read_meta(final)
-        except WikiGPTError:
-            return None
-        same_run = ("model_config", "seq_len", "data_seed", "tokenizer_sha256", "manifest_sha256")
-        if (meta.get("state", {}).get("iteration") != self.train_cfg["iters"]
-                or any(meta.get(k) != self.meta_base[k] for k in same_run)):
-            return None  # (the manifest's hash covers every shard's: the same hash, the same data)
-        saved = meta["train_config"]
-        changed = sorted(k for k in set(saved) | set(self.train_cfg) if saved.get(k) != self.train_cfg.get(k))
-        if not set(changed) <= NON_WEIGHT_KEYS:
-            return None
-        try:  # last: it reads the whole checkpoint, which only a run about to be kept needs
-            integrity.verify_checksums(final)
-        except WikiGPTError:
-            return None
-        return meta, changed
-
-    def _keep_finished(self, meta: dict, changed: list[str]) -> int:
-        """Take the finished run as this one's result: its state, its metrics, the new keep_last."""
-        root = self.paths.checkpoints
-        what = (f"only {', '.join(changed)} changed, which cannot change its weights" if changed
-                else "nothing changed (its outputs were lost, e.g. to a killed Snakemake)")
-        self.log(f"previous run in {root} finished with the same model, data and training; {what}: keeping "
-                 "it and rewriting its outputs (`--forcerun train` trains again)")
-        if self.env.is_main:
-            ckpt.prune_checkpoints(root, int(meta["step"]), self.train_cfg["keep_last"])
-        barrier()
-        return self._restore_state(meta)
 
     def _load(self, latest: Path) -> dict:
         """A sharded (DCP) checkpoint into any layout (resharded if its tp differs); a one-process
@@ -330,7 +229,7 @@ class Trainer:
     def _batches(self, iteration: int) -> list[Batch]:
         """This rank's micro-batches of `iteration` on the device (a pure function of seed, step, rank)."""
         return [to_device(self.train_source.get(iteration, m, self.dp_rank), self.device)
-                for m in range(self.train_cfg["grad_accum"])]
+                for m in range(self.train.grad_accum)]
 
     def step(self) -> dict:
         """Run iteration `state.iteration` and return its metrics line (queue it, then read it)."""
@@ -345,10 +244,10 @@ class Trainer:
         _may_queue_next). A non-finite bf16/fp32 step still raises before anything is saved. An fp16 overflow
         is skipped on the device (the fused AdamW's `found_inf`) and booked on the host at that same sync; where
         the ranks or the optimizer cannot do that (a mesh, no fused kernel), fp16 syncs before the step."""
-        tc = self.train_cfg
+        tc = self.train
         t0 = time.perf_counter()
-        lr = lr_at(lr_step, lr=tc["lr"], min_lr=tc["min_lr"], iters=tc["iters"], warmup=tc["warmup"],
-                   decay=tc["decay"])
+        lr = lr_at(lr_step, lr=tc.lr, min_lr=tc.min_lr, iters=tc.iters, warmup=tc.warmup,
+                   decay=tc.decay)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = self._prefetched.pop(index, None) or self._batches(index)
@@ -376,12 +275,12 @@ class Trainer:
             if self._skips_on_device:  # the fused kernel leaves weights, moments and its step count alone on 1.0
                 self.optimizer.found_inf = (~torch.isfinite(norm)).float()
             if self.mesh is None and self._fused_opt:  # unscale and clip inside the kernel: one pass fewer
-                self.optimizer.grad_scale = fused_grad_scale(norm * scale, 1.0 / scale, tc["grad_clip"],
+                self.optimizer.grad_scale = fused_grad_scale(norm * scale, 1.0 / scale, tc.grad_clip,
                                                              self.device)
             elif self.mesh is None:
-                unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
+                unscale_and_clip_(params, norm * scale, 1.0 / scale, tc.grad_clip)
             else:
-                mesh_unscale_and_clip_(params, norm * scale, 1.0 / scale, tc["grad_clip"])
+                mesh_unscale_and_clip_(params, norm * scale, 1.0 / scale, tc.grad_clip)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         launched.t_launched = time.perf_counter()
@@ -391,7 +290,7 @@ class Trainer:
         """The bf16/fp32 one-process step that train.cuda_graph captures: no host decision, nothing read."""
         loss = forward_backward(self.loss_fn, batches, 1.0, self.device)
         norm = global_grad_norm([p for p in self.raw_model.parameters() if p.grad is not None])
-        self.optimizer.grad_scale = fused_grad_scale(norm, 1.0, self.train_cfg["grad_clip"], self.device)
+        self.optimizer.grad_scale = fused_grad_scale(norm, 1.0, self.train.grad_clip, self.device)
         self.optimizer.step()
         return loss, norm
 
@@ -431,18 +330,18 @@ class Trainer:
 
     def _evaluates(self, it: int) -> bool:
         """Is the valid loss computed after iteration `it` (1-based)?"""
-        tc = self.train_cfg
-        return self.valid_source is not None and (it % tc["eval_interval"] == 0 or it == tc["iters"])
+        tc = self.train
+        return self.valid_source is not None and (it % tc.eval_interval == 0 or it == tc.iters)
 
     def _saves(self, it: int) -> bool:
         """Is a checkpoint written after iteration `it` (1-based)?"""
-        return it % self.train_cfg["save_interval"] == 0 or it == self.train_cfg["iters"]
+        return it % self.train.save_interval == 0 or it == self.train.iters
 
     def _may_queue_next(self, it: int) -> bool:
         """May iteration it + 1 be queued before iteration `it` (1-based) is read? Only where nothing the next
         step needs depends on this one's values: not fp16 (the loss scale and the LR wait for the overflow
         check), and not where `it` is evaluated, saved or last (those must see exactly its weights)."""
-        return (self.precision != "fp16" and it < self.train_cfg["iters"] and not self._evaluates(it)
+        return (self.precision != "fp16" and it < self.train.iters and not self._evaluates(it)
                 and not self._saves(it))
 
     def save(self) -> Path | None:
@@ -453,11 +352,11 @@ class Trainer:
                           "last_valid": st.last_valid}}
         if self.mesh is not None:  # every rank writes its shards (torch.distributed.checkpoint)
             return dckpt.save_sharded(self.paths.checkpoints, st.iteration, self.raw_model, self.optimizer, meta,
-                                      self.train_cfg["keep_last"])
+                                      self.train.keep_last)
         path = None
         if self.env.is_main:
             path = ckpt.save_checkpoint(self.paths.checkpoints, st.iteration, self.raw_model, self.optimizer,
-                                        meta, self.train_cfg["keep_last"])
+                                        meta, self.train.keep_last)
         barrier()
         return path
 
@@ -467,10 +366,10 @@ class Trainer:
 
     def _book(self, record: dict) -> dict:
         """After an iteration is read: valid loss and checkpoint when due, its metrics line."""
-        tc = self.train_cfg
+        tc = self.train
         it = self.state.iteration
         if self._evaluates(it):
-            losses = {name: evaluate(self.loss_fn, src, tc["eval_iters"], self.device, self.tp)
+            losses = {name: evaluate(self.loss_fn, src, tc.eval_iters, self.device, self.tp)
                       for name, src in self.valid_source.items()}
             w = {name: self.valid_weights.get(name, 1.0) for name in losses}
             self.state.last_valid = sum(losses[n] * w[n] for n in losses) / sum(w.values())
@@ -487,18 +386,18 @@ class Trainer:
     def run(self, console: TextIO | None = None) -> dict:
         """Train to `iters`, evaluating and checkpointing on schedule; write metrics and done.json. With
         `console`, rank 0 also writes a few progress lines there (training.progress)."""
-        tc = self.train_cfg
+        tc = self.train
         start = self.start()
         self.last_saved = start if start else None
         self.loss_fn.train()
-        bar = tqdm(total=tc["iters"], initial=start, desc="train", unit="it", file=sys.stderr,
+        bar = tqdm(total=tc.iters, initial=start, desc="train", unit="it", file=sys.stderr,
                    mininterval=2.0, disable=not self.env.is_main, dynamic_ncols=False, ncols=100)
-        progress = ConsoleProgress(tc["iters"], start, console) if console and self.env.is_main else None
+        progress = ConsoleProgress(tc.iters, start, console) if console and self.env.is_main else None
         for record in self.iterations():
             bar.update(1)
             if progress is not None:
                 progress.update(self.state.iteration, record)
-            if self.state.iteration % tc["log_interval"] == 0:
+            if self.state.iteration % tc.log_interval == 0:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                                 tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
         bar.close()
@@ -510,7 +409,7 @@ class Trainer:
         """The remaining iterations' metrics lines, in order. Where _may_queue_next allows, iteration i + 1 is
         queued before iteration i is read, so the GPU has the next step's work while the host reads, logs
         and launches (on CPU the order changes nothing: the same ops run in the same order)."""
-        iters, queued = self.train_cfg["iters"], None
+        iters, queued = self.train.iters, None
         while True:
             index = queued.index + 1 if queued is not None else self.state.iteration
             if index >= iters:

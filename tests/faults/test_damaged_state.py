@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import snakemake_locks
 import torch
-from test_train_helpers import tiny_sections, write_manifest
+from test_train_helpers import tiny_sections, typed, write_manifest
 
 from gpt2core.errors import WikiGPTError
 from gpt2core.export.hf import load_hf
@@ -100,7 +100,7 @@ def make_trainer(tmp_path: Path, run: str) -> Trainer:
     mc, tc = tiny_sections(iters=20, save_interval=5, keep_last=3)
     paths = RunPaths(manifest, tmp_path / "checkpoints" / run, tmp_path / run / "done.json",
                      tmp_path / run / "metrics.jsonl")
-    return Trainer(mc, tc, 1234, paths)
+    return Trainer(*typed(mc, tc), 1234, paths)
 
 
 def killed_run(tmp_path: Path, run: str, at: int) -> Path:

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the manifest and config helpers
-from test_train_helpers import tiny_sections  # noqa: E402
+from test_train_helpers import tiny_sections, typed  # noqa: E402
 
 from gpt2core.training.trainer import RunPaths, Trainer  # noqa: E402
 
@@ -25,7 +25,7 @@ def main() -> None:
                                  eval_interval=100, init_loss_scale=1024.0)
     model.update(n_head=4, n_embd=32, dropout=0.0)
     manifest = out / "manifest.json"  # written by the test (tests/test_train_helpers.write_manifest)
-    trainer = Trainer(model, train, 1234, RunPaths(manifest, out / "ckpt", out / "done.json", out / "metrics.jsonl"))
+    trainer = Trainer(*typed(model, train), 1234, RunPaths(manifest, out / "ckpt", out / "done.json", out / "metrics.jsonl"))
     rank, world = dist.get_rank(), dist.get_world_size()
     weight = trainer.raw_model.h[0].mlp.c_fc.weight  # sharded over tp: each rank holds its own rows
     seen = {"iteration": 0}

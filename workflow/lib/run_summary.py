@@ -1,4 +1,4 @@
-"""The few lines a finished run prints on the console (the workflow's `onsuccess`): the numbers people quote
+"""The few lines a finished workflow run prints on the console (the Snakefile's `onsuccess`): the numbers people quote
 and where the files are, so nobody has to know the results layout to find them.
 
 Printed only when this run wrote an evaluation (WikiText-103 perplexity or LAMBADA): a rerun that only made

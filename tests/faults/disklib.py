@@ -1,9 +1,13 @@
 """A small disk to fill: a tmpfs of a few KiB mounted for one test (root only; skipped with a reason where
-it cannot be mounted; CI runs as root), and the one-line check every full-disk test makes."""
+it cannot be mounted; CI runs as root), a filler that leaves a set amount of room on it, and the one-line
+check every full-disk test makes. The one tmpfs helper of the suite: the test process mounts it itself (no
+`unshare -m` subprocess), so the code under test runs in-process and its one line can be captured."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,19 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs at tmp_path/small."""
     with mounted_tmpfs(tmp_path / "small", "256k") as mnt:
         yield mnt
+
+
+def fill_leaving(disk: Path, room: int) -> Path:
+    """Fill `disk` with one file until the disk is full (ENOSPC), then give back `room` bytes; the file."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    os.truncate(filler, max(0, filler.stat().st_size - room))
+    return filler
 
 
 def one_line_error(fn, capsys) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import disklib
 import pytest
 import torch
-from disklib import mounted_tmpfs, one_line_error
+from disklib import fill_leaving, mounted_tmpfs, one_line_error
 
 from gpt2core.errors import WikiGPTError, disk_full
 
@@ -83,19 +83,49 @@ def _tiny_model():
 
 
 @pytest.mark.parametrize("layout", ["plain", "sharded"])
-def test_checkpoint_save_to_a_full_disk_names_the_step(small_disk: Path, capsys, layout: str) -> None:
+def test_checkpoint_save_to_a_full_disk_names_the_step(tmp_path: Path, capsys, layout: str) -> None:
     """Both layouts: safetensors + torch.save, and DCP's save (one process, no process group), whose
-    CheckpointException (a BaseException) carries the OSError."""
+    CheckpointException (a BaseException) carries the OSError. On a 1 MiB tmpfs that holds step 1 and then
+    has room for only part of step 2, saving step 2 raises the OSError (ENOSPC) itself, which the CLI turns
+    into one line naming the step; nothing is left under a final name and no temporary behind, step 1 stays
+    intact, and the same save succeeds once there is room."""
+    from gpt2core.model import GPT, GPTConfig
+    from gpt2core.training.checkpoint.integrity import verify_checksums
     from gpt2core.training.checkpoint.plain import save_checkpoint
     from gpt2core.training.checkpoint.sharded import save_sharded
 
     save = save_checkpoint if layout == "plain" else save_sharded
-    model, cfg = _tiny_model()
+    cfg = GPTConfig(vocab_size=100, padded_vocab_size=128, n_layer=1, n_head=2, n_embd=16, n_positions=16)
+    model = GPT(cfg)  # small enough that step 1 fits on the disk in either layout
     opt = torch.optim.AdamW(model.parameters())
-    root = small_disk / "ckpts"
-    line = one_line_error(lambda: save(root, 5, model, opt, {"model_config": cfg.__dict__}, 1), capsys)
-    assert line.startswith(f"error: {root}/") and "step_0000005" in line and "no space left on device" in line
-    assert not (root / "step_0000005").exists()
+    model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    opt.step()  # the optimizer has state to save
+
+    def save_step(step: int) -> None:
+        save(root, step, model, opt, {"model_config": cfg.to_dict(), "tp": 1}, 5)
+
+    def left() -> list[str]:
+        return sorted(p.name for p in root.iterdir())
+
+    with mounted_tmpfs(tmp_path / "disk", "1m") as disk:
+        root = disk / "ckpts"
+        save_step(1)
+        filler = fill_leaving(disk, 24 * 1024)  # room for part of a checkpoint
+
+        with pytest.raises(OSError) as info:  # "DID NOT RAISE": the checkpoint fit, the disk was not full
+            save_step(2)
+        assert info.value.errno == errno.ENOSPC, info.value  # raised as itself
+        assert left() == ["step_0000001"]  # no step_0000002, no temporary
+
+        line = one_line_error(lambda: save_step(2), capsys)
+        assert line.startswith(f"error: {root}/") and "step_0000002" in line and "no space left on device" in line
+        assert left() == ["step_0000001"]
+        verify_checksums(root / "step_0000001")  # the previous checkpoint is intact
+
+        filler.unlink()
+        save_step(2)
+        verify_checksums(root / "step_0000002")
+        assert left() == ["step_0000001", "step_0000002"]
 
 
 def test_merge_to_a_full_disk_names_the_model_folder(small_disk: Path, capsys) -> None:

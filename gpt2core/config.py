@@ -184,10 +184,28 @@ def check_config(config: Mapping[str, Any]) -> None:
     """Every rule between keys that needs no data, in one place: the workflow's stop before any job."""
     if sum(config["data"]["split"]) <= 0:  # the schema checks three weights >= 0; tokenize checks this too
         raise WikiGPTError(f"config: data.split {config['data']['split']}: the train/valid/test weights add up to 0")
+    check_corpus_names(config["corpora"])
+    check_tokenizer(config["tokenizer"])
     model = ModelConfig.from_dict(config["model"])
     check_run(model, TrainConfig.from_dict(config["train"]))
     check_evaluation(model, config["eval"]["wiki103"])
     check_generation(config["generate"])
+
+
+def check_corpus_names(corpora: list[Mapping[str, Any]]) -> None:
+    """A corpus name names its folders and its share of the blend: two corpora cannot share one."""
+    names = [c["name"] for c in corpora]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise WikiGPTError(f"config: two corpora are named {duplicate!r} (names must be unique)")
+
+
+def check_tokenizer(tokenizer: Mapping[str, Any]) -> None:
+    """OpenAI's GPT-2 BPE comes as two files; both must be named."""
+    if tokenizer["kind"] == "gpt2":
+        for key in ("encoder", "vocab"):
+            if key not in tokenizer:
+                raise WikiGPTError(f"config: tokenizer.kind gpt2 needs tokenizer.{key}.url")
 
 
 def check_run(model: ModelConfig, train: TrainConfig, world: int | None = None, vocab_size: int | None = None,

@@ -83,10 +83,7 @@ def expand_sources(cfg):
 
 
 expand_sources(config)
-CORPORA = {c["name"]: c for c in config["corpora"]}
-if len(CORPORA) != len(config["corpora"]):
-    fail(f"config: two corpora are named {first_duplicate([c['name'] for c in config['corpora']])!r} "
-         "(names must be unique)")
+CORPORA = {c["name"]: c for c in config["corpora"]}  # names are unique (gpt2core.config.check_config)
 
 SCRIPTS = "../workflow/scripts"
 RESULTS = "results"
@@ -130,9 +127,7 @@ def _register_downloads():
             table[f"{corpus['name']}/{source_name(source)}"] = source
     tok = config["tokenizer"]
     if tok["kind"] == "gpt2":
-        for key in ("encoder", "vocab"):
-            if key not in tok:
-                fail(f"config: tokenizer.kind gpt2 needs tokenizer.{key}.url")
+        for key in ("encoder", "vocab"):  # both named (gpt2core.config.check_tokenizer)
             table[f"tokenizer/{source_name(tok[key])}"] = tok[key]
     for key in ("wiki103", "lambada"):
         source = config["eval"][key].get("source")

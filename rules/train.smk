@@ -57,7 +57,7 @@ rule train:
         "   echo 'error: config: train.nnodes > 1 runs inside a SLURM allocation (srun); elsewhere start"
         " torchrun on each node yourself (docs/training.md: Tensor and data parallelism)' >&2; exit 1; fi;"
         "  LAUNCH=\"srun --nodes={params.nnodes} --ntasks-per-node=1 --kill-on-bad-exit=1\";"
-        "  [ -n \"$EP\" ] || EP=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500;"
+        "  [ -n \"$EP\" ] || EP=$(timeout 60 scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1):29500;"
         " fi; [ -n \"$EP\" ] || EP=localhost:0;"
         " export OMP_NUM_THREADS={params.omp:q} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}};"
         " CMD=($LAUNCH \"${{TORCHRUN[@]}}\""

@@ -28,6 +28,8 @@ def _dry_run_error(tmp_path: Path, config: dict) -> str:
     ("data", {"split": [0, 0, 0]}, "error: config: data.split [0, 0, 0]: the train/valid/test weights add up to 0"),
     ("generate", {"prompts": []},
      "error: config: generate.prompts is empty and generate.prompts_file names no file: give rule generate a prompt"),
+    ("tokenizer", {"kind": "gpt2", "encoder": {"url": "/nowhere/encoder.json"}},
+     "error: config: tokenizer.kind gpt2 needs tokenizer.vocab.url"),
 ])
 def test_cross_key_mistakes_stop_the_dry_run(tmp_path: Path, section: str, values: dict, line: str) -> None:
     assert _dry_run_error(tmp_path, tiny_config(**{section: values})) == line

@@ -120,9 +120,9 @@ class Trainer:
         prepare_device(self.device, train.precision)
         self.precision = train.precision
         self.manifest = load_manifest(paths.manifest)
-        self._verify_shards()
         tok = self.manifest["tokenizer"]
         self.plan = check_run(model, train, self.env.world_size, int(tok["vocab_size"]), self.device.type)
+        self._verify_shards()  # after the config's checks: it may hash every shard
         self.train = train = train.with_layout(self.plan)  # dp: torchrun's world over tp, when not given
         self.tp = self.plan.tp > 1
         self.cfg = gpt_config(model, int(tok["vocab_size"]), tp=self.plan.tp)

@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--model", required=True, help="config['model'] as JSON (all keys, defaults filled)")
     p.add_argument("--train", required=True, help="config['train'] as JSON (all keys, defaults filled)")
-    p.add_argument("--data-seed", type=int, default=1234)
+    p.add_argument("--data-seed", required=True, type=int, help="config['data']['seed']: the order of the windows")
     p.add_argument("--checkpoints", required=True, type=Path, help="checkpoints/<run_name>")
     p.add_argument("--done", required=True, type=Path)
     p.add_argument("--metrics", required=True, type=Path)

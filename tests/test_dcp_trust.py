@@ -169,7 +169,8 @@ def test_the_trainer_cli_refuses_a_planted_checkpoint_in_one_line(tmp_path: Path
     rewrite_checksums(step)
     model, train = tiny_sections(iters=6, save_interval=3)  # what sharded_step's trainer ran
     cmd = [sys.executable, "-m", "gpt2core.train", "--manifest", str(tmp_path / "manifest.json"),
-           "--model", json.dumps(model), "--train", json.dumps(train), "--checkpoints", str(step.parent),
+           "--model", json.dumps(model), "--train", json.dumps(train), "--data-seed", "1234",
+           "--checkpoints", str(step.parent),
            "--done", "out/done.json", "--metrics", "out/metrics.jsonl"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]

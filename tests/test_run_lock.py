@@ -123,7 +123,7 @@ def test_the_trainer_cli_refuses_a_run_another_trainer_holds(tmp_path: Path, hol
     write_manifest(tmp_path)
     model, train = tiny_sections()
     proc = subprocess.run([sys.executable, "-m", "gpt2core.train", "--manifest", str(tmp_path / "manifest.json"),
-                           "--model", json.dumps(model), "--train", json.dumps(train),
+                           "--model", json.dumps(model), "--train", json.dumps(train), "--data-seed", "1234",
                            "--checkpoints", str(tmp_path / "run"), "--done", str(tmp_path / "done.json"),
                            "--metrics", str(tmp_path / "metrics.jsonl")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1

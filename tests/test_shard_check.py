@@ -81,7 +81,7 @@ def test_a_manifest_listing_a_shard_outside_the_working_directory_is_refused(tmp
     (work / "manifest.json").write_text(json.dumps(manifest))
     model, train = tiny_sections()
     cmd = [sys.executable, "-m", "gpt2core.train", "--manifest", "manifest.json", "--model", json.dumps(model),
-           "--train", json.dumps(train), "--checkpoints", "checkpoints/run", "--done", "out/done.json",
+           "--train", json.dumps(train), "--data-seed", "1234", "--checkpoints", "checkpoints/run", "--done", "out/done.json",
            "--metrics", "out/metrics.jsonl"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -237,7 +237,7 @@ def test_cli_bad_manifest_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
     mc, tc = tiny_sections()
     proc = subprocess.run([sys.executable, "-m", "gpt2core.train", "--manifest", str(tmp_path / "nope.json"),
-                           "--model", json.dumps(mc), "--train", json.dumps(tc), "--checkpoints",
+                           "--model", json.dumps(mc), "--train", json.dumps(tc), "--data-seed", "1234", "--checkpoints",
                            str(tmp_path / "ck"), "--done", str(tmp_path / "done.json"), "--metrics",
                            str(tmp_path / "m.jsonl")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1

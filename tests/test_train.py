@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -538,3 +540,12 @@ def test_half_residual_run_follows_the_fp32_residual_run(tmp_path: Path) -> None
 def test_half_residual_needs_a_16_bit_precision(tmp_path: Path) -> None:
     with pytest.raises(WikiGPTError, match="train.half_residual .* needs precision fp16 or bf16, not fp32"):
         make_trainer(tmp_path, half_residual=True)
+
+
+def test_the_entry_point_lists_its_arguments() -> None:
+    """README (The library on its own) points a direct launch at `python -m gpt2core.train --help`."""
+    proc = subprocess.run([sys.executable, "-m", "gpt2core.train", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for arg in ("--manifest", "--model", "--train", "--data-seed", "--checkpoints", "--done", "--metrics"):
+        assert arg in proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import select
 import subprocess
@@ -204,18 +205,35 @@ def _read_until(fd: int, marker: bytes, timeout: float = 60.0) -> bytes:
     return out
 
 
+# the system calls input() waits for a key in (read; select, poll, pselect6, ppoll with readline), for where
+# /proc shows no wchan
+_WAITING_SYSCALLS = {"x86_64": {"0", "7", "23", "270", "271"}, "aarch64": {"63", "72", "73"}}
+
+
+def _waiting_for_a_key(pid: int) -> bool:
+    """Is `pid`'s main thread blocked reading the terminal (a tty read, or readline's select())? Not merely
+    sleeping: a thread waiting for the GIL or a lock sleeps too, and a Ctrl-C sent then is lost until the
+    next key."""
+    wchan = Path(f"/proc/{pid}/wchan").read_text().strip()
+    if wchan and wchan != "0":
+        return any(where in wchan for where in ("wait_woken", "tty", "poll", "select"))
+    syscall = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    return syscall in _WAITING_SYSCALLS.get(platform.machine(), set())
+
+
 def _wait_until_blocked(pid: int, timeout: float = 30.0) -> None:
-    """Wait until `pid`'s main thread sleeps (blocked reading the terminal). A Ctrl-C sent in the microseconds
-    between readline writing its prompt and entering select() is only seen at the next key: CPython's
-    readline checks signals when select() is interrupted, not before it starts. No person types that fast;
-    a test under load can."""
+    """Wait until `pid` waits for a key. A Ctrl-C sent in the microseconds between input() writing its
+    prompt and entering its read (or readline's select()) is only seen at the next key: CPython checks
+    signals when that call is interrupted, not before it starts. No person types that fast; a test under load can.
+    (Waiting for the process to sleep was not enough: CI once caught it asleep on something else.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] == "S":
-            return
+        if _waiting_for_a_key(pid):
+            time.sleep(0.05)  # and still there: not a passing read or select() on the way to input()'s
+            if _waiting_for_a_key(pid):
+                return
         time.sleep(0.01)
-    raise AssertionError(f"process {pid} never blocked on the terminal within {timeout} s")
+    raise AssertionError(f"process {pid} never waited for a key within {timeout} s")
 
 
 @pytest.mark.parametrize(("key", "name"), [(b"\x04", "Ctrl-D"), (b"\x03", "Ctrl-C"), (b"\r", "empty line")])

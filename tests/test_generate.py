@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -225,7 +226,7 @@ def _wait_until_blocked(pid: int, timeout: float = 30.0) -> None:
     """Wait until `pid` waits for a key. A Ctrl-C sent in the microseconds between input() writing its
     prompt and entering its read (or readline's select()) is only seen at the next key: CPython checks
     signals when that call is interrupted, not before it starts. No person types that fast; a test under load can.
-    (Waiting for the process to sleep was not enough: CI once caught it asleep on something else.)"""
+    A sleeping process is not enough: a thread waiting for the GIL or a lock sleeps too."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _waiting_for_a_key(pid):
@@ -243,6 +244,9 @@ def test_interactive_mode_says_how_to_quit_and_ends_cleanly(tmp_path: Path, key:
     model = export_model(tmp_path)
     pid, fd = pty.fork()
     if pid == 0:  # the child: a real terminal on stdin/stdout/stderr, Ctrl-C sends it SIGINT
+        # as a shell starts a program in the foreground: SIGINT's default action, even when this test runs in
+        # a background job of a non-interactive shell (which ignores SIGINT, and exec keeps that)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-m", "gpt2core.generate", "--model-dir", str(model),
                                   "--max-new-tokens", "4"])
     try:

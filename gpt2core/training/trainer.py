@@ -184,6 +184,9 @@ class Trainer:
         """Decide fresh, resume or keep (training.resume); return the iteration to start from."""
         root = self.paths.checkpoints
         train = self.train.to_dict()
+        if self.env.is_main:
+            ckpt.remove_partial_saves(root)  # before deciding: a good copy a killed save set aside comes back
+        barrier()
         start = resume.decide(root, self.meta_base, train, self.log)
         barrier()  # every rank has decided before rank 0 deletes anything, so all ranks decide alike
         if self.env.is_main:

@@ -133,6 +133,24 @@ def test_damaged_newest_checkpoint_falls_back_and_ends_bitwise_equal(tmp_path: P
         assert torch.equal(resumed.raw_model.state_dict()[key], value), key
 
 
+def test_partial_saves_of_a_killed_run_go_at_its_next_start(tmp_path: Path) -> None:
+    """A save killed or failed before its rename leaves a temporary; the next start removes it (the run's lock
+    is held, so nobody writes there) instead of keeping it on disk until that step is saved again. A good
+    copy a killed save had set aside (`.old-`, its step directory missing) comes back and is resumed from."""
+    root = killed_run(tmp_path, "killed", 12)
+    dead = dead_pid()
+    (root / ".step_0000015.tmp" / "dcp").mkdir(parents=True)  # a sharded save's (no writer tag)
+    (root / ".step_0000015.tmp" / "dcp" / "__0_0.distcp").write_bytes(b"partial")
+    (root / f".step_0000015.tmp-{dead}").mkdir()  # a plain save's, its writer dead
+    (root / f".step_0000015.tmp-{dead}" / "model.safetensors").write_bytes(b"partial")
+    os.replace(root / "step_0000010", root / f".step_0000010.old-{dead}")  # killed between its two renames
+    resumed = make_trainer(tmp_path, "killed")
+    assert resumed.start() == 10
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith((".step", "step"))) == [
+        "step_0000005", "step_0000010"]
+    resumed.metrics.close()
+
+
 def test_no_intact_checkpoint_stops_with_a_clear_error(tmp_path: Path) -> None:
     root = killed_run(tmp_path, "killed", 7)
     only = ckpt.latest_checkpoint(root)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from gpt2core.errors import WikiGPTError
-from gpt2core.fsutil import atomic_dir
+from gpt2core.fsutil import atomic_dir, remove_stale_temporaries
 from gpt2core.model import GPTConfig
 from gpt2core.model_limits import check_model_size
 from gpt2core.training.checkpoint import integrity
@@ -81,6 +81,24 @@ def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: to
         integrity.write_checksums(tmp)
     prune_checkpoints(root, step, keep_last)
     return final
+
+
+def remove_partial_saves(root: str | Path) -> None:
+    """Before a run starts (its lock held, so no other trainer writes here): delete what saves killed or
+    failed before their rename left, instead of keeping it on disk until the run saves that step again.
+    A sharded save's `.step_N.tmp` has no writer tag (every rank writes into it); a plain save's
+    `.step_N.tmp-<tag>` / `.step_N.old-<tag>` go as fsutil.remove_stale_temporaries decides (an `.old-` copy
+    whose `step_N` is missing is the previous good one: put back)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for partial in root.glob(".step_*.tmp"):
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+    steps = {p.name[1:].split(".", 1)[0] for p in root.glob(".step_*.*-*")}
+    for name in sorted(steps):
+        if name[5:].isdigit():
+            remove_stale_temporaries(root / name)
 
 
 def prune_checkpoints(root: str | Path, newest: int, keep_last: int) -> None:

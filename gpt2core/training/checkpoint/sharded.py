@@ -7,7 +7,8 @@ trainer lists and picks checkpoints the same way):
   dcp/                DCP files (.metadata + one __<rank>_0.distcp per rank), keys model.* and optim.*
   rng/rank_<r>.pt     each rank's RNG state
 All of it is written under .step_<NNNNNNN>.tmp/ and renamed by rank 0 after every rank finished, so a
-directory under a final name is always complete; a rank killed mid-save leaves only the temporary name.
+directory under a final name is always complete; a rank killed mid-save leaves only the temporary name,
+which the next start of the run removes (plain.remove_partial_saves).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def save_sharded(root: str | Path, step: int, model: nn.Module, optimizer: torch
                 integrity.write_checksums(tmp)
             replace_dir(tmp, final)
     except BaseException:
-        if world == 1:  # no other rank writes there: remove the partial copy (several ranks: the next save does)
+        if world == 1:  # no other rank writes there: remove the partial copy (several ranks: the next start does)
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     if rank == 0:

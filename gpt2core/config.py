@@ -13,7 +13,7 @@ restated here: a key without a schema default is None when absent, which means o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
 from gpt2core.errors import WikiGPTError
@@ -38,75 +38,68 @@ class _Section:
         unknown = sorted(set(section) - names)
         if unknown:
             raise WikiGPTError(f"config: unknown key {', '.join(map(repr, unknown))} in {cls._NAME}")
-        missing = [f.name for f in fields(cls) if f.name not in section and f.default is not None]
+        missing = [f.name for f in fields(cls) if f.name not in section and f.default is MISSING]
         if missing:
             raise WikiGPTError(f"config: {cls._NAME}.{missing[0]} is missing (the workflow's schema fills in "
                                "every default; a direct launch must give every key)")
         return cls(**dict(section))
-
-    def __post_init__(self) -> None:
-        unset = [f.name for f in fields(self) if getattr(self, f.name) is _REQUIRED]
-        if unset:
-            raise TypeError(f"{type(self).__name__}: no value for {', '.join(unset)} (build it with from_dict)")
 
     def to_dict(self) -> dict[str, Any]:
         """The section as given: keys without a schema default only when set."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-_REQUIRED: Any = object()  # a field the schema gives a default: from_dict needs it, nothing restates it here
-
-
-@dataclass(frozen=True)
+# A field without a default is one the schema gives a default to: from_dict needs it, nothing restates it here.
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig(_Section):
     """`model`: the GPT-2 shape and its training window."""
 
     _NAME = "model"
-    n_layer: int = _REQUIRED
-    n_head: int = _REQUIRED
-    n_embd: int = _REQUIRED
-    seq_len: int = _REQUIRED
-    n_positions: int = _REQUIRED
-    dropout: float = _REQUIRED
-    vocab_multiple: int = _REQUIRED
+    n_layer: int
+    n_head: int
+    n_embd: int
+    seq_len: int
+    n_positions: int
+    dropout: float
+    vocab_multiple: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig(_Section):
     """`train`: the launch layout, precision, optimizer, schedule, checkpoints and the speed levers."""
 
     _NAME = "train"
-    nnodes: int = _REQUIRED
-    tp: int = _REQUIRED
-    sequence_parallel: bool = _REQUIRED
-    device: str = _REQUIRED
-    precision: str = _REQUIRED
-    micro_batch: int = _REQUIRED
-    grad_accum: int = _REQUIRED
-    iters: int = _REQUIRED
-    lr: float = _REQUIRED
-    min_lr: float = _REQUIRED
-    warmup: float = _REQUIRED
-    decay: str = _REQUIRED
-    weight_decay: float = _REQUIRED
-    grad_clip: float = _REQUIRED
-    beta1: float = _REQUIRED
-    beta2: float = _REQUIRED
-    eps: float = _REQUIRED
-    seed: int = _REQUIRED
-    eval_interval: int = _REQUIRED
-    eval_iters: int = _REQUIRED
-    save_interval: int = _REQUIRED
-    keep_last: int = _REQUIRED
-    log_interval: int = _REQUIRED
-    activation_checkpointing: bool = _REQUIRED
-    compile: bool | str = _REQUIRED
-    mask_eod_loss: bool = _REQUIRED
-    init_loss_scale: float = _REQUIRED
-    loss_scale_window: int = _REQUIRED
-    max_skipped_steps: int = _REQUIRED
-    threads: int = _REQUIRED
-    rdzv_endpoint: str = _REQUIRED
+    nnodes: int
+    tp: int
+    sequence_parallel: bool
+    device: str
+    precision: str
+    micro_batch: int
+    grad_accum: int
+    iters: int
+    lr: float
+    min_lr: float
+    warmup: float
+    decay: str
+    weight_decay: float
+    grad_clip: float
+    beta1: float
+    beta2: float
+    eps: float
+    seed: int
+    eval_interval: int
+    eval_iters: int
+    save_interval: int
+    keep_last: int
+    log_interval: int
+    activation_checkpointing: bool
+    compile: bool | str
+    mask_eod_loss: bool
+    init_loss_scale: float
+    loss_scale_window: int
+    max_skipped_steps: int
+    threads: int
+    rdzv_endpoint: str
     # no schema default: None when absent (the layout then follows from the other keys; a lever is off)
     dp: int | None = None
     nproc_per_node: int | None = None
@@ -214,7 +207,7 @@ def check_run(model: ModelConfig, train: TrainConfig, world: int | None = None, 
     the tokenizer's vocabulary and the device it got, which the DAG build does not know yet."""
     check_model(model)
     plan = check_parallel_config(model, train, world, vocab_size)
-    check_levers(train, device_type)
+    check_levers(train, device_type, plan)
     return plan
 
 
@@ -286,12 +279,13 @@ def check_seq_len(seq_len: int, plan: ParallelPlan) -> None:
 
 
 # ---- the GPU speed levers (docs/gpu-levers.md): each off when its key is absent -------------------------
-def check_levers(train: TrainConfig, device_type: str | None = None) -> None:
+def check_levers(train: TrainConfig, device_type: str | None = None, plan: ParallelPlan | None = None) -> None:
     """Refuse, in one line naming the key, a lever combination that cannot work. `device_type`: the device the
-    run got ("cuda", "cpu"), or None at DAG build, where train.device may still say "auto"."""
+    run got ("cuda", "cpu"), or None at DAG build, where train.device may still say "auto". `plan`: the run's
+    layout when the caller has it (check_run: with torchrun's world size), else the one `train` gives."""
     tc = train
     device = device_type or (tc.device if tc.device in ("cpu", "cuda") else None)
-    one_process = ParallelPlan.from_train(tc).world == 1
+    one_process = (plan or ParallelPlan.from_train(tc)).world == 1
     precision = tc.precision
     if tc.liger_loss:
         if tc.loss_chunk:

@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import REPO, run_snakemake, tiny_config, write_config
 from test_train import make_trainer, steps
-from test_train_helpers import train_config
+from test_train_helpers import model_config, train_config
 
 from gpt2core.config import check_levers
 from gpt2core.errors import WikiGPTError
@@ -238,6 +238,16 @@ def test_lever_combinations_that_cannot_work_are_one_line_errors(train: dict, me
     with pytest.raises(WikiGPTError, match=message) as err:
         check_levers(train_config(**{**base, **train}))
     assert "\n" not in str(err.value)
+
+
+def test_a_one_process_lever_sees_the_processes_torchrun_started() -> None:
+    """A direct torchrun launch of two processes with train.dp unset is a dp=2 run: cuda_graph is refused."""
+    from gpt2core.config import check_run
+
+    train = train_config(precision="bf16", device="cuda", cuda_graph=True)
+    check_run(model_config(), train, world=1)
+    with pytest.raises(WikiGPTError, match="train.cuda_graph captures one process's whole step"):
+        check_run(model_config(), train, world=2)
 
 
 def test_every_lever_together_is_a_valid_config() -> None:

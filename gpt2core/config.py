@@ -178,7 +178,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     if sum(config["data"]["split"]) <= 0:  # the schema checks three weights >= 0; tokenize checks this too
         raise WikiGPTError(f"config: data.split {config['data']['split']}: the train/valid/test weights add up to 0")
     check_corpus_names(config["corpora"])
-    check_tokenizer(config["tokenizer"])
+    check_tokenizer_files(config["tokenizer"])
     model = ModelConfig.from_dict(config["model"])
     check_run(model, TrainConfig.from_dict(config["train"]))
     check_evaluation(model, config["eval"]["wiki103"])
@@ -193,7 +193,7 @@ def check_corpus_names(corpora: list[Mapping[str, Any]]) -> None:
         raise WikiGPTError(f"config: two corpora are named {duplicate!r} (names must be unique)")
 
 
-def check_tokenizer(tokenizer: Mapping[str, Any]) -> None:
+def check_tokenizer_files(tokenizer: Mapping[str, Any]) -> None:
     """OpenAI's GPT-2 BPE comes as two files; both must be named."""
     if tokenizer["kind"] == "gpt2":
         for key in ("encoder", "vocab"):

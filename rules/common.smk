@@ -127,7 +127,7 @@ def _register_downloads():
             table[f"{corpus['name']}/{source_name(source)}"] = source
     tok = config["tokenizer"]
     if tok["kind"] == "gpt2":
-        for key in ("encoder", "vocab"):  # both named (gpt2core.config.check_tokenizer)
+        for key in ("encoder", "vocab"):  # both named (gpt2core.config.check_tokenizer_files)
             table[f"tokenizer/{source_name(tok[key])}"] = tok[key]
     for key in ("wiki103", "lambada"):
         source = config["eval"][key].get("source")
